@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pix2seq_fast.vocab import Vocab
 
-ENCODERS = ("vit", "resnet")
+ENCODERS = ("vit", "resnet", "cnn")
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,11 @@ class ModelConfig:
 
     ``encoder="vit"``: ViT/``patch_size`` with fixed 2-D sin-cos positions (any resolution divisible by
     the patch size). ``encoder="resnet"``: the timm ``backbone`` (stride 32) + Linear + LN + sin-cos +
-    ``enc_layers`` transformer blocks. The projection MLP's hidden width is
+    ``enc_layers`` transformer blocks (the authors'). ``encoder="cnn"``: the same with the trunk tapped
+    at ``feature_stride``, images normalised by ``pixel_mean`` / ``pixel_std`` first, ``enc_layers``
+    may be 0, ``freeze_backbone`` keeps the trunk fixed, and ``backbone_weights`` names where its
+    pretrained weights come from (``""`` none, ``"timm"``, ``"file:PATH"``, ``"package:NAME"``;
+    see ``model.pretrained``; loaded when a model is created for training). The projection MLP's hidden width is
     ``dec_dim * (enc_mlp // enc_dim)`` (the authors' rule). ``image_size`` is the default square canvas.
     Dropout (after the MLP activation) and drop-path (per residual branch) act only in training.
     """
@@ -25,6 +29,11 @@ class ModelConfig:
     image_size: int = 640
     patch_size: int = 16
     backbone: str = "resnet50"
+    feature_stride: int = 32
+    backbone_weights: str = ""
+    freeze_backbone: bool = False
+    pixel_mean: tuple = ()
+    pixel_std: tuple = ()
     enc_layers: int = 12
     enc_dim: int = 768
     enc_mlp: int = 3072
@@ -42,9 +51,12 @@ class ModelConfig:
     def __post_init__(self):
         if self.encoder not in ENCODERS:
             raise ValueError(f"ModelConfig: encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        for name in ("pixel_mean", "pixel_std"):  # JSON gives lists
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        self._check_backbone()
         if not isinstance(self.vocab, Vocab):
             raise ValueError(f"ModelConfig: vocab must be a Vocab, got {type(self.vocab).__name__}")
-        for name in ("image_size", "patch_size", "enc_layers", "enc_dim", "enc_mlp", "enc_heads",
+        for name in ("image_size", "patch_size", "enc_dim", "enc_mlp", "enc_heads",
                      "dec_layers", "dec_dim", "dec_mlp", "dec_heads", "max_seq_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -62,6 +74,27 @@ class ModelConfig:
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"ModelConfig: {name} must be in [0, 1), got {value}")
 
+    def _check_backbone(self) -> None:
+        from pix2seq_fast.model.pretrained import check_source  # noqa: PLC0415
+
+        if not isinstance(self.enc_layers, int) or isinstance(self.enc_layers, bool) or \
+                self.enc_layers < (0 if self.encoder == "cnn" else 1):
+            raise ValueError(f"ModelConfig: enc_layers must be an int >= {0 if self.encoder == 'cnn' else 1} "
+                             f"for encoder {self.encoder!r}, got {self.enc_layers!r}")
+        if self.feature_stride not in (2, 4, 8, 16, 32):
+            raise ValueError(f"ModelConfig: feature_stride must be 2, 4, 8, 16 or 32, got {self.feature_stride!r}")
+        if self.encoder == "resnet" and self.feature_stride != 32:
+            raise ValueError("ModelConfig: encoder 'resnet' (the authors') taps stride 32; use encoder 'cnn' "
+                             f"for feature_stride {self.feature_stride}")
+        if self.encoder != "cnn" and (self.backbone_weights or self.freeze_backbone or self.pixel_mean):
+            raise ValueError("ModelConfig: backbone_weights, freeze_backbone and pixel_mean/std apply to "
+                             f"encoder 'cnn', not {self.encoder!r}")
+        check_source(self.backbone_weights)
+        if len(self.pixel_mean) != len(self.pixel_std) or len(self.pixel_mean) not in (0, 3) or \
+                any(s <= 0 for s in self.pixel_std):
+            raise ValueError(f"ModelConfig: pixel_mean / pixel_std must both be empty or 3 values (std > 0), "
+                             f"got {self.pixel_mean} / {self.pixel_std}")
+
     @property
     def vocab_size(self) -> int:
         return self.vocab.vocab_size
@@ -73,7 +106,7 @@ class ModelConfig:
     @property
     def stride(self) -> int:
         """Input pixels per image token along each side."""
-        return self.patch_size if self.encoder == "vit" else 32
+        return {"vit": self.patch_size, "resnet": 32}.get(self.encoder, self.feature_stride)
 
     def replace(self, **overrides) -> "ModelConfig":
         unknown = set(overrides) - {f.name for f in fields(self)}

@@ -1,7 +1,8 @@
-"""Image encoders built from timm: ViT with fixed 2-D sin-cos positions, and ResNet + transformer.
+"""Image encoders built from timm: ViT with fixed 2-D sin-cos positions, and a CNN trunk (ResNet,
+EfficientNet, ... optionally pretrained and frozen) + transformer blocks.
 
-Both map ``images[B, 3, H, W]`` in [0, 1] (no mean/std normalisation) to ``[B, N, enc_dim]`` after a
-final LayerNorm, with tokens in row-major order (``row * n_cols + col``).
+Both map ``images[B, 3, H, W]`` in [0, 1] to ``[B, N, enc_dim]`` after a final LayerNorm, with tokens
+in row-major order (``row * n_cols + col``). Only ``encoder="cnn"`` normalises by mean/std.
 """
 from __future__ import annotations
 
@@ -50,18 +51,37 @@ class ViTEncoder(VisionTransformer):
         return self.forward_features(images)
 
 
-class ResNetEncoder(nn.Module):
-    """The authors' ``ResNetTransformer``: timm ``backbone`` (last stage, stride 32) -> flatten
-    row-major -> dropout -> Linear -> LN -> + 2-D sin-cos -> transformer blocks -> final LN.
+class BackboneEncoder(nn.Module):
+    """A timm CNN trunk tapped at ``feature_stride`` -> flatten row-major -> dropout -> Linear -> LN ->
+    + 2-D sin-cos -> ``enc_layers`` transformer blocks -> final LN.
 
-    ``forward(images[B,3,H,W]) -> [B, ceil(H/32)*ceil(W/32), enc_dim]``.
+    ``encoder="resnet"`` is the authors' ``ResNetTransformer`` (stride 32, images in [0, 1] as they
+    are); ``encoder="cnn"`` taps any stride and first normalises the images with ``pixel_mean`` /
+    ``pixel_std`` (what pretrained weights expect). With ``freeze_backbone`` the trunk's weights
+    never change and its BatchNorms stay in eval mode; ``trunk_cache`` (set by the trainer, see
+    ``training.feature_cache``) may then memoise its outputs while training.
+
+    ``forward(images[B,3,H,W]) -> [B, ceil(H/s)*ceil(W/s), enc_dim]`` for stride ``s``.
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.backbone = timm.create_model(config.backbone, pretrained=False, features_only=True,
-                                          out_indices=(-1,))
-        channels = self.backbone.feature_info.channels()[-1]
+        self.trunk = timm.create_model(config.backbone, pretrained=False)
+        strides = [int(f["reduction"]) for f in self.trunk.feature_info]
+        if config.stride not in strides:
+            raise ValueError(f"ModelConfig: backbone {config.backbone!r} has feature strides {strides}, "
+                             f"not {config.stride}")
+        self.tap = strides.index(config.stride)
+        self.trunk.prune_intermediate_layers(indices=[self.tap], prune_head=True)
+        channels = int(self.trunk.feature_info[self.tap]["num_chs"])
+        self.frozen = bool(config.freeze_backbone)
+        if self.frozen:
+            self.trunk.requires_grad_(False)
+        mean, std = config.pixel_mean or (0.0, 0.0, 0.0), config.pixel_std or (1.0, 1.0, 1.0)
+        self.normalize = bool(config.pixel_mean)
+        self.register_buffer("pixel_mean", torch.tensor(mean).reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).reshape(1, 3, 1, 1), persistent=False)
+        self.trunk_cache = None
         self.dropout = nn.Dropout(config.dropout)
         self.stem_projection = nn.Linear(channels, config.enc_dim)
         self.stem_norm = LayerNorm(config.enc_dim)
@@ -73,16 +93,30 @@ class ResNetEncoder(nn.Module):
             for _ in range(config.enc_layers)])
         self.norm = LayerNorm(config.enc_dim)
 
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.trunk.eval()
+        return self
+
+    def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
+        """``images[B, 3, H, W]`` in [0, 1] -> trunk features ``[B, C, rows, cols]``."""
+        if self.normalize:
+            images = (images - self.pixel_mean) / self.pixel_std
+        return self.trunk.forward_intermediates(images, indices=[self.tap], intermediates_only=True)[0]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(images)[-1]  # [B, C, rows, cols]
-        b, c, rows, cols = features.shape
+        if self.trunk_cache is not None and self.training and self.frozen:
+            features = self.trunk_cache(self.trunk_features, images)
+        else:
+            features = self.trunk_features(images)
         tokens = features.flatten(2).transpose(1, 2)
         tokens = self.stem_norm(self.stem_projection(self.dropout(tokens)))
-        tokens = tokens + self.sincos(rows, cols, tokens.device, tokens.dtype)
+        tokens = tokens + self.sincos(features.shape[2], features.shape[3], tokens.device, tokens.dtype)
         return self.norm(self.blocks(tokens))
 
 
 def build_encoder(config: ModelConfig) -> nn.Module:
     if config.encoder == "vit":
         return ViTEncoder(config)
-    return ResNetEncoder(config)
+    return BackboneEncoder(config)

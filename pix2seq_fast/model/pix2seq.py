@@ -13,7 +13,7 @@ from pix2seq_fast.model.projection import Projection
 def _image_grid(config: ModelConfig, height: int, width: int) -> tuple[int, int]:
     if config.encoder == "vit":
         return height // config.patch_size, width // config.patch_size
-    return -(-height // 32), -(-width // 32)
+    return -(-height // config.stride), -(-width // config.stride)
 
 
 class Pix2Seq(nn.Module):
