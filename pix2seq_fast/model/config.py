@@ -10,6 +10,18 @@ from pix2seq_fast.vocab import Vocab
 ENCODERS = ("vit", "resnet")
 
 
+def _image_size(value) -> int | tuple[int, int]:
+    """``S`` or ``(H, W)`` (a JSON list too) -> ``S`` for a square, else ``(H, W)``."""
+    from pix2seq_fast.preprocess import canvas_hw  # noqa: PLC0415  (the one canvas check)
+
+    try:
+        height, width = canvas_hw(value)
+    except ValueError:
+        raise ValueError(f"ModelConfig: image_size must be a positive int or an [H, W] pair of them, "
+                         f"got {value!r}") from None
+    return height if height == width else (height, width)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of an encoder + projection + autoregressive decoder.
@@ -17,12 +29,14 @@ class ModelConfig:
     ``encoder="vit"``: ViT/``patch_size`` with fixed 2-D sin-cos positions (any resolution divisible by
     the patch size). ``encoder="resnet"``: the timm ``backbone`` (stride 32) + Linear + LN + sin-cos +
     ``enc_layers`` transformer blocks. The projection MLP's hidden width is
-    ``dec_dim * (enc_mlp // enc_dim)`` (the authors' rule). ``image_size`` is the default square canvas.
+    ``dec_dim * (enc_mlp // enc_dim)`` (the authors' rule). ``image_size`` is the canvas: one side
+    ``S`` (a square) or ``(H, W)`` as the authors' configs may give it (equal sides become ``S``);
+    ``canvas_hw`` is always ``(H, W)``.
     Dropout (after the MLP activation) and drop-path (per residual branch) act only in training.
     """
 
     encoder: str = "vit"
-    image_size: int = 640
+    image_size: int | tuple[int, int] = 640
     patch_size: int = 16
     backbone: str = "resnet50"
     enc_layers: int = 12
@@ -44,7 +58,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig: encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if not isinstance(self.vocab, Vocab):
             raise ValueError(f"ModelConfig: vocab must be a Vocab, got {type(self.vocab).__name__}")
-        for name in ("image_size", "patch_size", "enc_layers", "enc_dim", "enc_mlp", "enc_heads",
+        object.__setattr__(self, "image_size", _image_size(self.image_size))
+        for name in ("patch_size", "enc_layers", "enc_dim", "enc_mlp", "enc_heads",
                      "dec_layers", "dec_dim", "dec_mlp", "dec_heads", "max_seq_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -61,6 +76,12 @@ class ModelConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"ModelConfig: {name} must be in [0, 1), got {value}")
+
+    @property
+    def canvas_hw(self) -> tuple[int, int]:
+        """``(H, W)`` of the canvas."""
+        size = self.image_size
+        return (size, size) if isinstance(size, int) else size
 
     @property
     def vocab_size(self) -> int:
