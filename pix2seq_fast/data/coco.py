@@ -16,8 +16,8 @@ with no polygon keeps its box but has ``polygons[i] == []``. Non-crowd instances
 kept with no polygon (the segmentation dataset skips them).
 
 Images (:func:`decode_image`, also the file reader of ``predict``): 8-bit as stored; 16-bit scaled to
-8 bits as ``round(value / 257)``; floating-point files must hold values in [0, 1] (scaled by 255);
-gray is replicated, alpha dropped, EXIF orientation ignored (as the authors' TF decoder). An image
+8 bits as ``round(value / 257)``; floating-point files are refused (never truncated); gray is
+replicated, alpha dropped, EXIF orientation ignored (as the authors' TF decoder). An image
 of more than ``MAX_IMAGE_PIXELS`` pixels is refused before it is decoded. A missing, undecodable,
 oversize or wrongly sized image raises ``ImageReadError`` naming the file when it is read; the
 datasets turn that into a logged skip with ``on_error="skip"``.
@@ -90,8 +90,9 @@ class Instances:
 
 
 def to_uint8_rgb(array: np.ndarray, name: str, bgr: bool = False) -> np.ndarray:
-    """A decoded image ``[H, W]`` / ``[H, W, C]`` (C in 1..4; uint8, uint16 or float in [0, 1]) ->
-    ``[H, W, 3]`` uint8 RGB. 16-bit values become ``round(v / 257)``; alpha is dropped."""
+    """A decoded image ``[H, W]`` / ``[H, W, C]`` (C in 1..4; uint8 or uint16) ->
+    ``[H, W, 3]`` uint8 RGB. 16-bit values become ``round(v / 257)``; alpha is dropped; float pixels
+    are refused."""
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
@@ -103,12 +104,10 @@ def to_uint8_rgb(array: np.ndarray, name: str, bgr: bool = False) -> np.ndarray:
     if array.dtype == np.uint16:
         array = ((array.astype(np.uint32) * 2 + 257) // 514).astype(np.uint8)  # round(v / 257)
     elif array.dtype.kind == "f":
-        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
-            raise ImageReadError(f"{name}: a floating-point image must hold finite values in [0, 1], got "
-                                 f"[{np.nanmin(array)}, {np.nanmax(array)}]")
-        array = np.rint(array.astype(np.float32) * 255).astype(np.uint8)
+        raise ImageReadError(f"{name}: floating-point pixels are refused (convert the file to 8 or 16 bits, "
+                             "or pass a float tensor [3, H, W] in [0, 1] to predict)")
     elif array.dtype != np.uint8:
-        raise ImageReadError(f"{name}: image pixels must be 8-bit, 16-bit or float in [0, 1], got {array.dtype}")
+        raise ImageReadError(f"{name}: image pixels must be 8-bit or 16-bit, got {array.dtype}")
     channels = array.shape[2]
     if channels <= 2:
         array = np.repeat(array[:, :, :1], 3, axis=2)
