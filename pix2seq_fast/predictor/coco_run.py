@@ -85,6 +85,8 @@ def evaluate_model(model, data_dir, split: str = "val", tasks=None, image_dir=No
         if not tasks:
             raise FileNotFoundError(f"no annotation files under {Path(data_dir) / 'annotations'} "
                                     f"for split {split!r}")
+    if max_images is not None and (isinstance(max_images, bool) or int(max_images) < 1):
+        raise ValueError(f"max_images must be >= 1 (or None for all), got {max_images}")
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"tasks must be among {TASKS}, got {unknown}")

@@ -181,14 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None, config_dir=None) -> int:
+    from pix2seq_fast.cli import one_line  # noqa: PLC0415
+
     args = build_parser().parse_args(argv)
     try:
-        cfg = load_config(args.config, config_dir)
+        try:
+            cfg = load_config(args.config, config_dir)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a config file is user input: a .py may raise anything
+            raise ValueError(f"--config {args.config}: cannot be loaded ({one_line(e)})") from None
         overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
         if overrides:
             cfg = cfg.override(overrides)
         run(cfg, resume=args.resume, progress=not args.quiet)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"train/main.py: error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:  # every bad file or option: one line, no traceback
+        print(f"train/main.py: error: {one_line(e)}", file=sys.stderr)
         return 2
     return 0
