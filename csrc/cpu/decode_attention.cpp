@@ -85,7 +85,7 @@ struct Lanes {
     return x;
   }
   friend inline __attribute__((always_inline)) Lanes operator*(const Lanes& a, float s) {
-    const nv b = nv{} + s;
+    const nv b = s - nv{};  // a broadcast (x - 0 folds to x; 0 + x would not)
     Lanes x;
 #pragma GCC unroll 4
     for (int i = 0; i < R; ++i) x.r[i] = a.r[i] * b;
@@ -108,6 +108,43 @@ struct Lanes {
     return (x4[0] + x4[2]) + (x4[1] + x4[3]);
   }
 };
+
+// std::max(a, b) lane by lane (same NaN behaviour: (a < b) ? b : a).
+template <int BITS>
+inline __attribute__((always_inline)) Lanes<BITS> lanes_max(const Lanes<BITS>& a, const Lanes<BITS>& b) {
+  Lanes<BITS> x;
+#pragma GCC unroll 4
+  for (int i = 0; i < Lanes<BITS>::R; ++i) x.r[i] = a.r[i] < b.r[i] ? b.r[i] : a.r[i];
+  return x;
+}
+
+// da::exp2_nonpositive(x - shift) lane by lane: the header's operations in the same order, so every
+// lane equals the scalar function bit for bit.
+template <int BITS>
+inline __attribute__((always_inline)) Lanes<BITS> lanes_exp2_shifted(const Lanes<BITS>& x,
+                                                                     const Lanes<BITS>& shift) {
+  typedef typename Lanes<BITS>::nv nv;
+  typedef int ni __attribute__((vector_size(BITS / 8)));
+  Lanes<BITS> out;
+#pragma GCC unroll 4
+  for (int i = 0; i < Lanes<BITS>::R; ++i) {
+    const nv y = x.r[i] - shift.r[i];
+    const nv lo = -127.0f - nv{};
+    const nv clamped = y < lo ? lo : y;
+    const nv whole = (clamped + 12582912.0f) - 12582912.0f;
+    const nv r = clamped - whole;
+    nv q = 1.5353362e-4f - nv{};
+    q = q * r + 1.3398874e-3f;
+    q = q * r + 9.6180364e-3f;
+    q = q * r + 5.5503406e-2f;
+    q = q * r + 2.4022648e-1f;
+    q = q * r + 6.9314718e-1f;
+    q = q * r + 1.0f;
+    const nv two_to_whole = (nv)(((ni)(whole + 8388735.0f)) << 23);
+    out.r[i] = q * two_to_whole;
+  }
+  return out;
+}
 
 struct Problem {
   const void* q;
@@ -245,6 +282,7 @@ struct Scratch {
 template <typename T, int DS, int VECTOR_BITS>
 P2S_ALWAYS_INLINE void grouped_item(const Problem& p, const QueryRow* rows, const WorkItem& w,
                                     const Scratch& s, float* partials) {
+  using V = Lanes<VECTOR_BITS>;
   const int D = DS ? DS : p.head_dim;
   const T* q = static_cast<const T*>(p.q);
   alignas(64) float limit[kLanes], m[kLanes], l[kLanes], alpha[kLanes], shift[kLanes],
@@ -276,10 +314,9 @@ P2S_ALWAYS_INLINE void grouped_item(const Problem& p, const QueryRow* rows, cons
     grouped_scores<DS, Blocking<VECTOR_BITS>::keys, VECTOR_BITS>(s.qt, keys, ks, nk, D, s.scores);
     for (int lane = 0; lane < kLanes; ++lane) tile_max[lane] = -INFINITY;
     if (t0 + nk <= min_limit) {
-      for (int j = 0; j < nk; ++j)
-#pragma omp simd
-        for (int lane = 0; lane < kLanes; ++lane)
-          tile_max[lane] = std::max(tile_max[lane], s.scores[j * kLanes + lane]);
+      V tmax = V::load(tile_max);
+      for (int j = 0; j < nk; ++j) tmax = lanes_max(tmax, V::load(s.scores + j * kLanes));
+      tmax.store(tile_max);
     } else {
       for (int j = 0; j < nk; ++j) {
         const float key = static_cast<float>(t0 + j);
@@ -300,18 +337,22 @@ P2S_ALWAYS_INLINE void grouped_item(const Problem& p, const QueryRow* rows, cons
       m[lane] = m_new;
       tile_sum[lane] = 0.0f;
     }
-    for (int j = 0; j < nk; ++j)
-#pragma omp simd
-      for (int lane = 0; lane < kLanes; ++lane) {
-        const float e = da::exp2_nonpositive(s.scores[j * kLanes + lane] - shift[lane]);
-        s.scores[j * kLanes + lane] = e;
-        tile_sum[lane] += e;
+    {
+      const V shift_v = V::load(shift);
+      V sum = V::load(tile_sum);
+      for (int j = 0; j < nk; ++j) {
+        const V e = lanes_exp2_shifted(V::load(s.scores + j * kLanes), shift_v);
+        e.store(s.scores + j * kLanes);
+        sum += e;
       }
+      sum.store(tile_sum);
+    }
 #pragma omp simd
     for (int lane = 0; lane < kLanes; ++lane) l[lane] = l[lane] * alpha[lane] + tile_sum[lane];
-    for (int d = 0; d < D; ++d)
-#pragma omp simd
-      for (int lane = 0; lane < kLanes; ++lane) s.ot[d * kLanes + lane] *= alpha[lane];
+    {
+      const V alpha_v = V::load(alpha);
+      for (int d = 0; d < D; ++d) (V::load(s.ot + d * kLanes) * alpha_v).store(s.ot + d * kLanes);
+    }
     const float* values = rows_as_float(vbase + t0 * p.v_sl, p.v_sl, nk, D, s.values, &vs);
     grouped_accumulate<DS, Blocking<VECTOR_BITS>::dims, VECTOR_BITS>(s.scores, values, vs, nk, D, s.ot);
   }
