@@ -78,23 +78,68 @@ def _category_names(path: str | None) -> dict | None:
     """``{id: name}`` from a COCO annotation file's ``categories`` or a plain ``{"id": "name"}`` JSON."""
     if path is None:
         return None
-    data = json.loads(Path(path).read_text())
+    from pix2seq_fast.data.validate import is_int, read_coco_json  # noqa: PLC0415
+
+    where = f"--category-names {path}"
+    try:
+        data = read_coco_json(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{where}: file not found") from None
+    except ValueError as e:
+        raise ValueError(f"{where}: {str(e).removeprefix(str(path) + ': ')}") from None
     if isinstance(data, dict) and "categories" in data:
-        return {int(c["id"]): str(c["name"]) for c in data["categories"]}
+        cats = data["categories"]
+        if not isinstance(cats, list):
+            raise ValueError(f"{where}: field 'categories' must be a list")
+        out = {}
+        for i, c in enumerate(cats):
+            if not isinstance(c, dict) or not is_int(c.get("id")) or not isinstance(c.get("name"), str):
+                raise ValueError(f"{where}: categories[{i}] must be an object with an integer 'id' and a "
+                                 f"string 'name', got {str(c)[:80]}")
+            out[int(c["id"])] = c["name"]
+        return out
     if isinstance(data, dict):
-        return {int(k): str(v) for k, v in data.items()}
-    raise ValueError(f"--category-names {path}: expected a COCO annotation file or an id->name dict")
+        out = {}
+        for key, value in data.items():
+            if not key.strip().lstrip("-").isdigit() or not isinstance(value, str):
+                raise ValueError(f"{where}: entry {key!r}: expected an integer id mapped to a name string")
+            out[int(key)] = value
+        return out
+    raise ValueError(f"{where}: expected a COCO annotation file or an id->name dict, got a JSON "
+                     f"{type(data).__name__}")
+
+
+def _load_model(args):
+    """``Pix2Seq.from_pretrained(--checkpoint)``; any failure is one ``ValueError`` naming the folder."""
+    from pix2seq_fast.model import Pix2Seq  # noqa: PLC0415
+
+    path = Path(args.checkpoint)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--checkpoint {path}: no such directory (give a save_pretrained() folder)")
+    try:
+        return Pix2Seq.from_pretrained(path, map_location=args.device)
+    except Exception as e:  # noqa: BLE001 - safetensors, json, torch and sentencepiece each raise their own
+        raise ValueError(f"--checkpoint {path}: cannot load the model ({one_line(e)})") from None
+
+
+def one_line(error: BaseException) -> str:
+    """``error`` as one line: its type and message (a DataLoader worker's: the original error)."""
+    text = str(error).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Original Traceback" in text and lines:
+        return lines[-1]
+    first = lines[0] if lines else ""
+    return f"{type(error).__name__}: {first}" if not isinstance(error, (ValueError, OSError)) else first
 
 
 def cmd_predict(args) -> int:
-    from pix2seq_fast.model import Pix2Seq  # noqa: PLC0415
     from pix2seq_fast.predictor import predict  # noqa: PLC0415
     from pix2seq_fast.visualize import draw, save_png  # noqa: PLC0415
 
     files = _expand_images(args.images)
     ids = _image_ids(files)
     names = _category_names(args.category_names)
-    model = Pix2Seq.from_pretrained(args.checkpoint, map_location=args.device)
+    model = _load_model(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = predict(model, [str(f) for f in files], args.task, batch_size=args.batch_size,
@@ -111,10 +156,11 @@ def cmd_predict(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from pix2seq_fast.model import Pix2Seq  # noqa: PLC0415
     from pix2seq_fast.predictor.coco_run import evaluate_model  # noqa: PLC0415
 
-    model = Pix2Seq.from_pretrained(args.checkpoint, map_location=args.device)
+    if not Path(args.data).is_dir():
+        raise FileNotFoundError(f"--data {args.data}: no such directory")
+    model = _load_model(args)
     options = {} if args.max_objects is None else {"max_objects": args.max_objects}
     metrics = evaluate_model(model, args.data, args.split, tasks=args.tasks, image_dir=args.images,
                              max_images=args.max_images, batch_size=args.batch_size,
@@ -236,8 +282,8 @@ def main(argv=None) -> int:
     args.rest = rest
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"pix2seq-fast {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:  # every bad file or option: one line, no traceback
+        print(f"pix2seq-fast {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
 
 

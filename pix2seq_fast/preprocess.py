@@ -1,4 +1,5 @@
-"""Inference preprocessing, matching the authors' eval path bit for bit where we could check it.
+"""Preprocessing, matching the authors' eval path bit for bit where we could check it, and the
+geometry that training and inference share (one home for each rule).
 
 ``load_image`` turns a path / numpy / PIL / torch image into float32 ``[3, H, W]`` in [0, 1]
 (uint8 ``x`` becomes ``x * float32(1/255)``, as ``tf.image.convert_image_dtype``).
@@ -10,6 +11,14 @@ The resize re-implements TF's ``ScaleAndTranslate`` triangle-kernel op in float3
 operation order (per axis: span starts and normalised weights computed in float32; rows first,
 then columns, each output a running sum from 0 over the span), so the tf_parity images come out
 bitwise equal. No Python loop runs over pixels: one vectorised step per span tap.
+
+Geometry (numpy, used by ``data.augment`` in training and ``predictor.geometry`` at inference):
+
+- :func:`axis_scales` — resized / original size **per axis**. Each axis is stretched to a *rounded*
+  size, so the two factors differ from each other and from the unrounded ``scale``; canvas-normalised
+  ``v`` is ``v · canvas_side / axis_scale`` original pixels (the authors' ``canvas · original /
+  unpadded``). :func:`canvas_unit_pixels` gives that factor for the eval resize of :func:`fitted_size`.
+- :func:`crop_window` — the keypoint task's crop around a person box, the authors' ``crop_to_bbox``.
 """
 from __future__ import annotations
 
@@ -102,7 +111,12 @@ def load_image(x) -> torch.Tensor:
                      f"got {type(x).__name__}")
 
 
-def _canvas_hw(canvas) -> tuple[int, int]:
+CROP_PAD_SCALE = 0.5  # the authors' crop_to_bbox_pad_scale for keypoints: a crop about twice the box
+
+
+def canvas_hw(canvas) -> tuple[int, int]:
+    """``canvas`` (a side ``S`` or an ``(H, W)`` pair of positive ints) -> ``(H, W)``; a scalar is a
+    square. Raises ``ValueError`` naming ``canvas`` otherwise."""
     if isinstance(canvas, (int, np.integer)) and not isinstance(canvas, bool):
         canvas = (int(canvas), int(canvas))
     if (not isinstance(canvas, (tuple, list)) or len(canvas) != 2
@@ -116,12 +130,75 @@ def _canvas_hw(canvas) -> tuple[int, int]:
 def fitted_size(height: int, width: int, canvas) -> tuple[tuple[int, int], float]:
     """(resized (h, w), scale) as ``tf.image.resize(preserve_aspect_ratio=True)`` computes them:
     ``scale = min(H_c / H, W_c / W)`` in float32, sides ``round_half_even(scale * side)`` in float32."""
-    canvas_h, canvas_w = _canvas_hw(canvas)
+    canvas_h, canvas_w = canvas_hw(canvas)
     f32 = np.float32
     scale = min(f32(canvas_h) / f32(height), f32(canvas_w) / f32(width))
     new_h = int(np.rint(f32(scale * f32(height))))
     new_w = int(np.rint(f32(scale * f32(width))))
     return (max(new_h, 1), max(new_w, 1)), float(scale)
+
+
+def _size_pairs(sizes, name: str) -> np.ndarray:
+    """``(h, w)`` or ``[n, 2]`` -> float64 ``[..., 2]``; every side must be positive."""
+    arr = np.asarray(sizes, dtype=np.float64)
+    if arr.ndim == 0 or arr.shape[-1] != 2:
+        raise ValueError(f"{name} must be (height, width) pairs [..., 2], got shape {arr.shape}")
+    if not np.isfinite(arr).all() or (arr <= 0).any():
+        raise ValueError(f"{name} must hold positive sizes, got {sizes!r}")
+    return arr
+
+
+def axis_scales(original_hw, resized_hw) -> np.ndarray:
+    """Resize factor of each axis: ``resized / original``, float64 ``[..., 2]`` (y, x).
+
+    ``original_hw`` / ``resized_hw``: ``(h, w)`` or ``[n, 2]``. A pixel coordinate ``p`` of the
+    original image sits at ``p · axis_scale`` on the resized image — the one rule for boxes,
+    polygons, keypoints and prompt boxes, in training (``data.augment``) and at inference."""
+    return _size_pairs(resized_hw, "resized_hw") / _size_pairs(original_hw, "original_hw")
+
+
+def canvas_unit_pixels(original_hw, canvas) -> np.ndarray:
+    """Original-image pixels per canvas-normalised unit after :func:`resize_and_pad`, float64
+    ``[..., 2]`` (y, x): ``canvas_side · original / resized`` per axis, the resized sides being
+    :func:`fitted_size`'s rounded ones (the authors' ``image_size / unpadded_image_size ·
+    orig_image_size``). ``original_hw``: ``(h, w)`` or ``[n, 2]``."""
+    original = _size_pairs(original_hw, "original_hw")
+    sides = np.asarray(canvas_hw(canvas), dtype=np.float64)
+    flat = original.reshape(-1, 2)
+    resized = np.array([fitted_size(int(h), int(w), canvas)[0] for h, w in flat], np.float64)
+    return (sides / axis_scales(flat, resized)).reshape(original.shape)
+
+
+def crop_window(boxes, height: int, width: int, pad_scale: float = CROP_PAD_SCALE) -> np.ndarray:
+    """The authors' ``crop_to_bbox`` window around each box (keypoint training and inference).
+
+    ``boxes [n, 4]`` pixel ``ymin xmin ymax xmax`` in an image of ``height × width``. With the box
+    normalised by the image side (float32, as their tfrecords store it): ``y0 = floor(ymin·(H−1))``,
+    ``y1 = ceil(ymax·(H−1))`` (x likewise with W), ``size = y1 − y0 + 1``, padding
+    ``int(pad_scale · size)`` on each side, clamped to the image, ends inclusive.
+
+    Returns int64 ``[n, 4]`` ``y0 x0 y1 x1`` with **exclusive** ends (``image[y0:y1, x0:x1]``);
+    every window holds at least one pixel and contains its box."""
+    if isinstance(height, bool) or isinstance(width, bool) or int(height) < 1 or int(width) < 1:
+        raise ValueError(f"height and width must be positive ints, got {height!r} x {width!r}")
+    if not np.isfinite(pad_scale) or pad_scale < 0:
+        raise ValueError(f"pad_scale must be a finite number >= 0, got {pad_scale!r}")
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must have shape [n, 4] (ymin xmin ymax xmax), got {b.shape}")
+    if not np.isfinite(b).all() or (b[:, 2:] < b[:, :2]).any():
+        raise ValueError("boxes must be finite with ymax >= ymin and xmax >= xmin")
+    f32 = np.float32
+    sides = np.array([height, width], np.float64)
+    last = np.array([height - 1, width - 1], f32)
+    lo_norm = np.clip(b[:, :2] / sides, 0.0, 1.0).astype(f32)
+    hi_norm = np.clip(b[:, 2:] / sides, 0.0, 1.0).astype(f32)
+    lo = np.floor(lo_norm * last).astype(np.int64)
+    hi = np.ceil(hi_norm * last).astype(np.int64)
+    pad = ((hi - lo + 1).astype(f32) * f32(pad_scale)).astype(np.int64)
+    lo = np.maximum(lo - pad, 0)
+    hi = np.minimum(hi + pad, last.astype(np.int64))
+    return np.concatenate([lo, hi + 1], axis=1)
 
 
 def _triangle_spans(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -184,7 +261,7 @@ def resize_and_pad(image: torch.Tensor, canvas, pad_value: float = PAD_VALUE) ->
     height, width = image.shape[1], image.shape[2]
     if height == 0 or width == 0:
         raise ValueError(f"image must not be empty, got {list(image.shape)}")
-    canvas_h, canvas_w = _canvas_hw(canvas)
+    canvas_h, canvas_w = canvas_hw(canvas)
     (new_h, new_w), scale = fitted_size(height, width, (canvas_h, canvas_w))
     x = image.to(torch.float32)
     x = _gather_axis(x, 1, *_triangle_spans(height, new_h))  # rows first, as TF: [3, new_h, W]

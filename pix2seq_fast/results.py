@@ -4,6 +4,7 @@ Every result holds numpy arrays in the **original image's pixel coordinates**, x
 (``xyxy`` boxes, ``(x, y, v)`` keypoints), and the original ``image_size = (height, width)``.
 ``to_coco(image_id, category_map=None)`` returns the list of COCO result dicts for that image;
 ``category_map`` maps our category ids to the ids written out (identity by default).
+Scores, boxes and keypoints must be finite: a NaN / inf raises ``ValueError`` naming the field.
 """
 from __future__ import annotations
 
@@ -23,6 +24,16 @@ def _as_array(values, dtype, shape_tail: tuple, name: str) -> np.ndarray:
     if arr.ndim != 1 + len(shape_tail) or tuple(arr.shape[1:]) != shape_tail:
         want = "[n" + "".join(f", {s}" for s in shape_tail) + "]"
         raise ValueError(f"{name} must have shape {want}, got {tuple(arr.shape)}")
+    return arr
+
+
+def _finite(arr: np.ndarray, name: str) -> np.ndarray:
+    """``arr`` unchanged, or ``ValueError`` naming ``name`` and the first non-finite entry."""
+    bad = np.flatnonzero(~np.isfinite(arr.reshape(-1)))
+    if bad.size:
+        index = np.unravel_index(bad[0], arr.shape)
+        raise ValueError(f"{name} must be finite, got {arr.reshape(-1)[bad[0]]} at index "
+                         f"{tuple(int(i) for i in index)} ({bad.size} non-finite value(s))")
     return arr
 
 
@@ -80,7 +91,8 @@ class Detections:
     def __post_init__(self):
         self.boxes_xyxy = _as_array(self.boxes_xyxy, np.float32, (4,), "boxes_xyxy")
         self.labels = _as_array(self.labels, np.int64, (), "labels")
-        self.scores = _as_array(self.scores, np.float32, (), "scores")
+        self.scores = _finite(_as_array(self.scores, np.float32, (), "scores"), "scores")
+        _finite(self.boxes_xyxy, "boxes_xyxy")
         self.image_size = _check_image_size(self.image_size)
         if not len(self.boxes_xyxy) == len(self.labels) == len(self.scores):
             raise ValueError(f"boxes_xyxy, labels and scores must have the same length, got "
@@ -111,7 +123,8 @@ class InstanceMasks:
     def __post_init__(self):
         self.boxes_xyxy = _as_array(self.boxes_xyxy, np.float32, (4,), "boxes_xyxy")
         self.labels = _as_array(self.labels, np.int64, (), "labels")
-        self.scores = _as_array(self.scores, np.float32, (), "scores")
+        self.scores = _finite(_as_array(self.scores, np.float32, (), "scores"), "scores")
+        _finite(self.boxes_xyxy, "boxes_xyxy")
         self.image_size = _check_image_size(self.image_size)
         self.masks = [rle_to_json(m) for m in self.masks]
         n = len(self.scores)
@@ -155,10 +168,11 @@ class Keypoints:
     image_size: tuple[int, int]
 
     def __post_init__(self):
-        self.keypoints = _as_array(self.keypoints, np.float32, (NUM_KEYPOINTS, 3), "keypoints")
-        self.boxes_xyxy = _as_array(self.boxes_xyxy, np.float32, (4,), "boxes_xyxy")
+        self.keypoints = _finite(_as_array(self.keypoints, np.float32, (NUM_KEYPOINTS, 3), "keypoints"),
+                                 "keypoints")
+        self.boxes_xyxy = _finite(_as_array(self.boxes_xyxy, np.float32, (4,), "boxes_xyxy"), "boxes_xyxy")
         self.labels = _as_array(self.labels, np.int64, (), "labels")
-        self.scores = _as_array(self.scores, np.float32, (), "scores")
+        self.scores = _finite(_as_array(self.scores, np.float32, (), "scores"), "scores")
         self.image_size = _check_image_size(self.image_size)
         if not len(self.keypoints) == len(self.boxes_xyxy) == len(self.labels) == len(self.scores):
             raise ValueError("keypoints, boxes_xyxy, labels and scores must have the same length")

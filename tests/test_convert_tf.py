@@ -188,3 +188,27 @@ def test_command_line(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 0
     assert "wrote" in capsys.readouterr().out
     assert (tmp_path / "module" / "model.safetensors").is_file()
+
+
+@torch.no_grad()
+def test_non_square_canvas_converted_and_predicted(tmp_path, tiny_tensors, monkeypatch):
+    """The authors' ``image_size = [64, 96]`` stays 64x96 (a 4x6 patch grid), through
+    ``save_pretrained`` and ``predict``; the converter used to keep only max(H, W) = 96."""
+    from pix2seq_fast.predictor import engine
+
+    config = json.loads((GOLDEN / "ckpt" / "config.json").read_text())
+    config["model"]["image_size"] = [64, 96]
+    (tmp_path / "ckpt").mkdir()
+    out = convert_tf_checkpoint(_edited_checkpoint(tmp_path / "ckpt", tiny_tensors, config), tmp_path / "out")
+    assert json.loads((out / "config.json").read_text())["image_size"] == [64, 96]
+    model = Pix2Seq.from_pretrained(out)
+    assert model.config.image_size == (64, 96) and model.config.canvas_hw == (64, 96)
+    seen = []
+    encode = engine.encode
+    monkeypatch.setattr(engine, "encode", lambda m, pixels: seen.append(tuple(pixels.shape)) or encode(m, pixels))
+    image = torch.rand(3, 40, 90, generator=torch.Generator().manual_seed(0))
+    result = model.predict(image, "detect", max_objects=2, greedy=True)
+    assert seen == [(1, 3, 64, 96)]
+    assert model.encode(torch.rand(1, 3, 64, 96)).shape == (1, 4 * 6, 64)
+    assert result.image_size == (40, 90)
+    assert (result.boxes_xyxy[:, [0, 2]] <= 90).all() and (result.boxes_xyxy[:, [1, 3]] <= 40).all()

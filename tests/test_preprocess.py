@@ -141,3 +141,20 @@ def test_preprocess_batch_rectangular_canvas():
     assert scales.tolist() == [pytest.approx(1.2), pytest.approx(16 / 30)]
     assert torch.all(batch[0, :, :12, :] == 0) and torch.all(batch[0, :, 12:, :] == np.float32(0.3))
     assert (batch[1, :, :, :5] - 1).abs().max() < 1e-6 and torch.all(batch[1, :, :, 5:] == np.float32(0.3))
+
+
+def test_axis_scales_and_canvas_unit_pixels():
+    from pix2seq_fast.preprocess import axis_scales, canvas_hw, canvas_unit_pixels
+
+    # 427x640 -> 640 canvas: scale 1.0 (TF: min(640/427, 640/640)), nothing rounded
+    np.testing.assert_allclose(canvas_unit_pixels((427, 640), 640), [640 * 427 / 427, 640.0])
+    # 5x8 -> 4: resized (2, 4) (2.5 rounds half to even): y 4 * 5 / 2 = 10, x 4 * 8 / 4 = 8
+    np.testing.assert_allclose(canvas_unit_pixels([(5, 8), (8, 5)], 4), [[10.0, 8.0], [8.0, 10.0]])
+    np.testing.assert_allclose(axis_scales((100, 300), (21, 64)), [0.21, 64 / 300])
+    assert canvas_hw(64) == (64, 64) and canvas_hw([64, 96]) == (64, 96)
+    with pytest.raises(ValueError, match="original_hw"):
+        axis_scales((0, 5), (1, 1))
+    with pytest.raises(ValueError, match="resized_hw"):
+        axis_scales((4, 5), (1, 1, 1))
+    with pytest.raises(ValueError, match="canvas"):
+        canvas_unit_pixels((4, 5), (0, 4))

@@ -42,7 +42,109 @@ constexpr int kMinKeysPerSplit = 256;
 #define P2S_ALWAYS_INLINE [[gnu::always_inline]] inline
 
 typedef float v16 __attribute__((vector_size(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4)));
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
+
+// 16 fp32 lanes held as native vectors of the ISA: 1 zmm (512), 2 ymm (256) or 4 xmm (128).
+// GCC keeps a 64-byte generic vector in memory when the target has no 512-bit registers (every
+// broadcast and partial result went through the stack, ~7x slower); arrays of native-width
+// vectors stay in registers.
+template <int BITS>
+struct Lanes {
+  static constexpr int W = BITS / 32;  // floats per native vector
+  static constexpr int R = 16 / W;     // native vectors per 16 lanes
+  typedef float nv __attribute__((vector_size(BITS / 8)));
+  typedef float nvu __attribute__((vector_size(BITS / 8), aligned(4)));
+  nv r[R];
+
+  static inline __attribute__((always_inline)) Lanes zero() {
+    Lanes x;
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i) x.r[i] = nv{};
+    return x;
+  }
+  static inline __attribute__((always_inline)) Lanes load(const float* p) {
+    Lanes x;
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i) x.r[i] = *reinterpret_cast<const nvu*>(p + i * W);
+    return x;
+  }
+  inline __attribute__((always_inline)) void store(float* p) const {
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i) *reinterpret_cast<nvu*>(p + i * W) = r[i];
+  }
+  inline __attribute__((always_inline)) Lanes& operator+=(const Lanes& o) {
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i) r[i] += o.r[i];
+    return *this;
+  }
+  friend inline __attribute__((always_inline)) Lanes operator*(const Lanes& a, const Lanes& b) {
+    Lanes x;
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i) x.r[i] = a.r[i] * b.r[i];
+    return x;
+  }
+  friend inline __attribute__((always_inline)) Lanes operator*(const Lanes& a, float s) {
+    const nv b = s - nv{};  // a broadcast (x - 0 folds to x; 0 + x would not)
+    Lanes x;
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i) x.r[i] = a.r[i] * b;
+    return x;
+  }
+  friend inline __attribute__((always_inline)) Lanes operator*(float s, const Lanes& a) { return a * s; }
+  // Sum of the 16 lanes in the same order for every ISA: halves, quarters, then pairs.
+  inline __attribute__((always_inline)) float sum() const {
+    v4 x4;
+    if constexpr (W == 16) {
+      const v8 x8 = __builtin_shufflevector(r[0], r[0], 0, 1, 2, 3, 4, 5, 6, 7) +
+                    __builtin_shufflevector(r[0], r[0], 8, 9, 10, 11, 12, 13, 14, 15);
+      x4 = __builtin_shufflevector(x8, x8, 0, 1, 2, 3) + __builtin_shufflevector(x8, x8, 4, 5, 6, 7);
+    } else if constexpr (W == 8) {
+      const v8 x8 = r[0] + r[1];
+      x4 = __builtin_shufflevector(x8, x8, 0, 1, 2, 3) + __builtin_shufflevector(x8, x8, 4, 5, 6, 7);
+    } else {
+      x4 = (r[0] + r[2]) + (r[1] + r[3]);
+    }
+    return (x4[0] + x4[2]) + (x4[1] + x4[3]);
+  }
+};
+
+// std::max(a, b) lane by lane (same NaN behaviour: (a < b) ? b : a).
+template <int BITS>
+inline __attribute__((always_inline)) Lanes<BITS> lanes_max(const Lanes<BITS>& a, const Lanes<BITS>& b) {
+  Lanes<BITS> x;
+#pragma GCC unroll 4
+  for (int i = 0; i < Lanes<BITS>::R; ++i) x.r[i] = a.r[i] < b.r[i] ? b.r[i] : a.r[i];
+  return x;
+}
+
+// da::exp2_nonpositive(x - shift) lane by lane: the header's operations in the same order, so every
+// lane equals the scalar function bit for bit.
+template <int BITS>
+inline __attribute__((always_inline)) Lanes<BITS> lanes_exp2_shifted(const Lanes<BITS>& x,
+                                                                     const Lanes<BITS>& shift) {
+  typedef typename Lanes<BITS>::nv nv;
+  typedef int ni __attribute__((vector_size(BITS / 8)));
+  Lanes<BITS> out;
+#pragma GCC unroll 4
+  for (int i = 0; i < Lanes<BITS>::R; ++i) {
+    const nv y = x.r[i] - shift.r[i];
+    const nv lo = -127.0f - nv{};
+    const nv clamped = y < lo ? lo : y;
+    const nv whole = (clamped + 12582912.0f) - 12582912.0f;
+    const nv r = clamped - whole;
+    nv q = 1.5353362e-4f - nv{};
+    q = q * r + 1.3398874e-3f;
+    q = q * r + 9.6180364e-3f;
+    q = q * r + 5.5503406e-2f;
+    q = q * r + 2.4022648e-1f;
+    q = q * r + 6.9314718e-1f;
+    q = q * r + 1.0f;
+    const nv two_to_whole = (nv)(((ni)(whole + 8388735.0f)) << 23);
+    out.r[i] = q * two_to_whole;
+  }
+  return out;
+}
 
 struct Problem {
   const void* q;
@@ -104,7 +206,7 @@ P2S_ALWAYS_INLINE const float* rows_as_float(const T* src, int64_t stride, int n
 }
 
 // ---- grouped path: 16 query rows in vector lanes ----------------------------------------------
-// Register blocking per ISA (a v16 is 1 zmm, 2 ymm or 4 xmm registers): keys per step of the
+// Register blocking per ISA (16 lanes are 1 zmm, 2 ymm or 4 xmm registers): keys per step of the
 // score product, head dims per chunk of the value product.
 template <int VECTOR_BITS>
 struct Blocking {
@@ -113,67 +215,61 @@ struct Blocking {
 };
 
 // scores[j][lane] = sum_d qt[d][lane] * keys[j][d]
-template <int DS, int KU>
+template <int DS, int KU, int BITS>
 P2S_ALWAYS_INLINE void grouped_scores(const float* qt, const float* keys, int64_t ks, int nk, int D,
                                       float* scores) {
   const int dim = DS ? DS : D;
   int j = 0;
   for (; j + KU <= nk; j += KU) {
     const float* k0 = keys + j * ks;
-    v16 a[KU];
+    using V = Lanes<BITS>;
+    V a[KU];
 #pragma GCC unroll 8
-    for (int u = 0; u < KU; ++u) a[u] = v16{};
+    for (int u = 0; u < KU; ++u) a[u] = V::zero();
     for (int d = 0; d < dim; ++d) {
-      const v16 q = *reinterpret_cast<const v16u*>(qt + d * kLanes);
+      const V q = V::load(qt + d * kLanes);
 #pragma GCC unroll 8
       for (int u = 0; u < KU; ++u) a[u] += q * k0[u * ks + d];
     }
 #pragma GCC unroll 8
-    for (int u = 0; u < KU; ++u) *reinterpret_cast<v16u*>(scores + (j + u) * kLanes) = a[u];
+    for (int u = 0; u < KU; ++u) a[u].store(scores + (j + u) * kLanes);
   }
   for (; j < nk; ++j) {
+    using V = Lanes<BITS>;
     const float* kj = keys + j * ks;
-    v16 a = {};
-    for (int d = 0; d < dim; ++d) a += *reinterpret_cast<const v16u*>(qt + d * kLanes) * kj[d];
-    *reinterpret_cast<v16u*>(scores + j * kLanes) = a;
+    V a = V::zero();
+    for (int d = 0; d < dim; ++d) a += V::load(qt + d * kLanes) * kj[d];
+    a.store(scores + j * kLanes);
   }
 }
 
 // ot[d][lane] += sum_j probs[j][lane] * values[j][d]
-template <int DS, int DC>
+template <int DS, int DC, int BITS>
 P2S_ALWAYS_INLINE void grouped_accumulate(const float* probs, const float* values, int64_t vs,
                                           int nk, int D, float* ot) {
+  using V = Lanes<BITS>;
   const int dim = DS ? DS : D;
   int c = 0;
   for (; c + DC <= dim; c += DC) {
-    v16 acc[DC];
+    V acc[DC];
 #pragma GCC unroll 16
-    for (int e = 0; e < DC; ++e) acc[e] = *reinterpret_cast<const v16u*>(ot + (c + e) * kLanes);
+    for (int e = 0; e < DC; ++e) acc[e] = V::load(ot + (c + e) * kLanes);
     for (int j = 0; j < nk; ++j) {
-      const v16 p = *reinterpret_cast<const v16u*>(probs + j * kLanes);
+      const V p = V::load(probs + j * kLanes);
       const float* vj = values + j * vs + c;
 #pragma GCC unroll 16
       for (int e = 0; e < DC; ++e) acc[e] += p * vj[e];
     }
 #pragma GCC unroll 16
-    for (int e = 0; e < DC; ++e) *reinterpret_cast<v16u*>(ot + (c + e) * kLanes) = acc[e];
+    for (int e = 0; e < DC; ++e) acc[e].store(ot + (c + e) * kLanes);
   }
   for (; c < dim; ++c) {  // head dims that are not a multiple of DC
-    v16 acc = *reinterpret_cast<const v16u*>(ot + c * kLanes);
-    for (int j = 0; j < nk; ++j) acc += *reinterpret_cast<const v16u*>(probs + j * kLanes) * values[j * vs + c];
-    *reinterpret_cast<v16u*>(ot + c * kLanes) = acc;
+    V acc = V::load(ot + c * kLanes);
+    for (int j = 0; j < nk; ++j) acc += V::load(probs + j * kLanes) * values[j * vs + c];
+    acc.store(ot + c * kLanes);
   }
 }
 
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v4 __attribute__((vector_size(16)));
-
-P2S_ALWAYS_INLINE float horizontal_sum(v16 x) {
-  const v8 x8 = __builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7) +
-                __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15);
-  const v4 x4 = __builtin_shufflevector(x8, x8, 0, 1, 2, 3) + __builtin_shufflevector(x8, x8, 4, 5, 6, 7);
-  return (x4[0] + x4[2]) + (x4[1] + x4[3]);
-}
 
 struct Scratch {
   float* qt;      // [D][16] grouped, [16][D] single
@@ -186,6 +282,7 @@ struct Scratch {
 template <typename T, int DS, int VECTOR_BITS>
 P2S_ALWAYS_INLINE void grouped_item(const Problem& p, const QueryRow* rows, const WorkItem& w,
                                     const Scratch& s, float* partials) {
+  using V = Lanes<VECTOR_BITS>;
   const int D = DS ? DS : p.head_dim;
   const T* q = static_cast<const T*>(p.q);
   alignas(64) float limit[kLanes], m[kLanes], l[kLanes], alpha[kLanes], shift[kLanes],
@@ -214,13 +311,12 @@ P2S_ALWAYS_INLINE void grouped_item(const Problem& p, const QueryRow* rows, cons
     const int nk = std::min(kKeyTile, key_end - t0);
     int64_t ks, vs;
     const float* keys = rows_as_float(kbase + t0 * p.k_sl, p.k_sl, nk, D, s.keys, &ks);
-    grouped_scores<DS, Blocking<VECTOR_BITS>::keys>(s.qt, keys, ks, nk, D, s.scores);
+    grouped_scores<DS, Blocking<VECTOR_BITS>::keys, VECTOR_BITS>(s.qt, keys, ks, nk, D, s.scores);
     for (int lane = 0; lane < kLanes; ++lane) tile_max[lane] = -INFINITY;
     if (t0 + nk <= min_limit) {
-      for (int j = 0; j < nk; ++j)
-#pragma omp simd
-        for (int lane = 0; lane < kLanes; ++lane)
-          tile_max[lane] = std::max(tile_max[lane], s.scores[j * kLanes + lane]);
+      V tmax = V::load(tile_max);
+      for (int j = 0; j < nk; ++j) tmax = lanes_max(tmax, V::load(s.scores + j * kLanes));
+      tmax.store(tile_max);
     } else {
       for (int j = 0; j < nk; ++j) {
         const float key = static_cast<float>(t0 + j);
@@ -241,20 +337,24 @@ P2S_ALWAYS_INLINE void grouped_item(const Problem& p, const QueryRow* rows, cons
       m[lane] = m_new;
       tile_sum[lane] = 0.0f;
     }
-    for (int j = 0; j < nk; ++j)
-#pragma omp simd
-      for (int lane = 0; lane < kLanes; ++lane) {
-        const float e = da::exp2_nonpositive(s.scores[j * kLanes + lane] - shift[lane]);
-        s.scores[j * kLanes + lane] = e;
-        tile_sum[lane] += e;
+    {
+      const V shift_v = V::load(shift);
+      V sum = V::load(tile_sum);
+      for (int j = 0; j < nk; ++j) {
+        const V e = lanes_exp2_shifted(V::load(s.scores + j * kLanes), shift_v);
+        e.store(s.scores + j * kLanes);
+        sum += e;
       }
+      sum.store(tile_sum);
+    }
 #pragma omp simd
     for (int lane = 0; lane < kLanes; ++lane) l[lane] = l[lane] * alpha[lane] + tile_sum[lane];
-    for (int d = 0; d < D; ++d)
-#pragma omp simd
-      for (int lane = 0; lane < kLanes; ++lane) s.ot[d * kLanes + lane] *= alpha[lane];
+    {
+      const V alpha_v = V::load(alpha);
+      for (int d = 0; d < D; ++d) (V::load(s.ot + d * kLanes) * alpha_v).store(s.ot + d * kLanes);
+    }
     const float* values = rows_as_float(vbase + t0 * p.v_sl, p.v_sl, nk, D, s.values, &vs);
-    grouped_accumulate<DS, Blocking<VECTOR_BITS>::dims>(s.scores, values, vs, nk, D, s.ot);
+    grouped_accumulate<DS, Blocking<VECTOR_BITS>::dims, VECTOR_BITS>(s.scores, values, vs, nk, D, s.ot);
   }
   if (partials) {
     for (int lane = 0; lane < w.count; ++lane) {
@@ -274,7 +374,7 @@ P2S_ALWAYS_INLINE void grouped_item(const Problem& p, const QueryRow* rows, cons
 }
 
 // ---- single path: one query row at a time, vectorised over the head dimension ----------------
-template <typename T, int DS>
+template <typename T, int DS, int VECTOR_BITS>
 P2S_ALWAYS_INLINE void single_item(const Problem& p, const QueryRow* rows, const WorkItem& w,
                                    const Scratch& s, float* partials) {
   const int D = DS ? DS : p.head_dim;
@@ -306,13 +406,14 @@ P2S_ALWAYS_INLINE void single_item(const Problem& p, const QueryRow* rows, const
       float tile_max = -INFINITY;
       if constexpr (DS % 16 == 0 && DS > 0) {
         constexpr int kChunks = DS / 16;
-        v16 qv[kChunks];
-        for (int c = 0; c < kChunks; ++c) qv[c] = *reinterpret_cast<const v16u*>(qr + 16 * c);
+        using V = Lanes<VECTOR_BITS>;
+        V qv[kChunks];
+        for (int c = 0; c < kChunks; ++c) qv[c] = V::load(qr + 16 * c);
         for (int j = 0; j < nr; ++j) {
           const float* kj = keys + j * ks;
-          v16 acc = qv[0] * *reinterpret_cast<const v16u*>(kj);
-          for (int c = 1; c < kChunks; ++c) acc += qv[c] * *reinterpret_cast<const v16u*>(kj + 16 * c);
-          const float dot = horizontal_sum(acc);
+          V acc = qv[0] * V::load(kj);
+          for (int c = 1; c < kChunks; ++c) acc += qv[c] * V::load(kj + 16 * c);
+          const float dot = acc.sum();
           scores[j] = dot;
           tile_max = std::max(tile_max, dot);
         }
@@ -340,14 +441,15 @@ P2S_ALWAYS_INLINE void single_item(const Problem& p, const QueryRow* rows, const
       float* o = s.ot + r * D;
       if constexpr (DS % 16 == 0 && DS > 0) {
         constexpr int kChunks = DS / 16;
-        v16 acc[kChunks];
-        for (int c = 0; c < kChunks; ++c) acc[c] = *reinterpret_cast<const v16u*>(o + 16 * c) * alpha;
+        using V = Lanes<VECTOR_BITS>;
+        V acc[kChunks];
+        for (int c = 0; c < kChunks; ++c) acc[c] = V::load(o + 16 * c) * alpha;
         for (int j = 0; j < nr; ++j) {
           const float pj = scores[j];
           const float* vj = values + j * vs;
-          for (int c = 0; c < kChunks; ++c) acc[c] += pj * *reinterpret_cast<const v16u*>(vj + 16 * c);
+          for (int c = 0; c < kChunks; ++c) acc[c] += pj * V::load(vj + 16 * c);
         }
-        for (int c = 0; c < kChunks; ++c) *reinterpret_cast<v16u*>(o + 16 * c) = acc[c];
+        for (int c = 0; c < kChunks; ++c) acc[c].store(o + 16 * c);
       } else {
 #pragma omp simd
         for (int d = 0; d < D; ++d) o[d] *= alpha;
@@ -382,7 +484,7 @@ P2S_ALWAYS_INLINE void run_item(const Problem& p, const QueryRow* rows, const Wo
   if (w.grouped) {
     grouped_item<T, DS, VECTOR_BITS>(p, rows, w, s, partials);
   } else {
-    single_item<T, DS>(p, rows, w, s, partials);
+    single_item<T, DS, VECTOR_BITS>(p, rows, w, s, partials);
   }
 }
 

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from pix2seq_fast.model.checkpoint import state_problems
 from pix2seq_fast.model.config import ModelConfig
 from pix2seq_fast.vocab import Vocab
 
@@ -45,8 +46,19 @@ def _quantization_bins(tf_config: dict, default: int = 1000) -> int:
     return bins.pop() if bins else default
 
 
+def _image_size(size):
+    """The authors' ``image_size`` (``S`` or ``[H, W]``) -> ours, both sides kept (a 64×96 model
+    keeps its 4×6 patch grid)."""
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return tuple(int(v) for v in size)
+    if isinstance(size, (int, float)) and not isinstance(size, bool) and int(size) == size:
+        return int(size)
+    raise ValueError(f"tf_config: model.image_size must be an int or [H, W], got {size!r}")
+
+
 def tf_config_to_model_config(tf_config: dict) -> ModelConfig:
-    """The authors' ``config.json`` (whole or its ``model`` section) -> our ``ModelConfig``."""
+    """The authors' ``config.json`` (whole or its ``model`` section) -> our ``ModelConfig``;
+    ``image_size`` ``[H, W]`` stays ``(H, W)`` (a square becomes one side)."""
     m = _model_section(tf_config)
     required = ("resnet_variant", "image_size", "patch_size", "num_encoder_layers", "dim_att", "dim_mlp",
                 "num_heads", "num_decoder_layers", "dim_att_dec", "dim_mlp_dec", "num_heads_dec",
@@ -63,8 +75,6 @@ def tf_config_to_model_config(tf_config: dict) -> ModelConfig:
     if m["resnet_variant"] != "c1":
         raise ValueError(f"tf_config: model.resnet_variant={m['resnet_variant']!r}: only ViT checkpoints "
                          "('c1') are supported; the authors' ResNet keys do not map onto timm's ResNet")
-    size = m["image_size"]
-    size = [size, size] if isinstance(size, int) else list(size)
     coord_offset = int(m.get("coord_vocab_shift", 1000))
     text_offset = int(m.get("text_vocab_shift", 3000))
     vocab_size = int(m["vocab_size"])
@@ -73,7 +83,7 @@ def tf_config_to_model_config(tf_config: dict) -> ModelConfig:
     vocab = Vocab(coord_offset=coord_offset, text_offset=text_offset, text_vocab_size=vocab_size - text_offset,
                   bins=_quantization_bins(tf_config if "model" in tf_config else {}))
     return ModelConfig(
-        encoder="vit", image_size=int(max(size)), patch_size=int(m["patch_size"]),
+        encoder="vit", image_size=_image_size(m["image_size"]), patch_size=int(m["patch_size"]),
         enc_layers=int(m["num_encoder_layers"]), enc_dim=int(m["dim_att"]), enc_mlp=int(m["dim_mlp"]),
         enc_heads=int(m["num_heads"]), dec_layers=int(m["num_decoder_layers"]),
         dec_dim=int(m["dim_att_dec"]), dec_mlp=int(m["dim_mlp_dec"]), dec_heads=int(m["num_heads_dec"]),
@@ -212,17 +222,9 @@ def map_tf_weights(tf_tensors: dict, config: ModelConfig) -> dict[str, torch.Ten
         model_tensors[short] = np.asarray(value)
     rules = tf_key_rules(config)
     expected = {k: s for r in rules for k, s in zip(r.tf_keys, r.tf_shapes)}
-    unmapped = sorted(set(model_tensors) - set(expected))
-    missing = sorted(set(expected) - set(model_tensors))
-    misshaped = [f"{k}: checkpoint {tuple(model_tensors[k].shape)} vs config {expected[k]}"
-                 for k in sorted(set(expected) & set(model_tensors)) if tuple(model_tensors[k].shape) != expected[k]]
-    problems = []
-    if unmapped:
-        problems.append(f"unmapped checkpoint tensors {unmapped}")
-    if missing:
-        problems.append(f"missing checkpoint tensors {missing}")
-    if misshaped:
-        problems.append(f"shape mismatches {misshaped}")
+    problems = state_problems(expected, {k: v.shape for k, v in model_tensors.items()},
+                              missing="missing checkpoint tensors", unexpected="unmapped checkpoint tensors",
+                              against="config")
     if problems:
         raise ValueError("map_tf_weights: " + "; ".join(problems))
     state = {}

@@ -5,7 +5,8 @@ square canvas (bottom/right padding 0.3; no mean/std normalisation, the authors'
 Annotations (:class:`~pix2seq_fast.data.coco.Instances`, pixels, y first) come out normalised by
 the canvas side, y first — what the task codecs take.
 
-Order (the authors' pipeline): drop crowd objects → (keypoints) crop 2× the person box → scale
+Order (the authors' pipeline): drop crowd objects → (keypoints) crop about 2× the person box (their
+``crop_to_bbox``, shared with inference: ``preprocess.crop_window``) → scale
 jitter (the longer side becomes ``U(lo, hi) · S``) → random crop of at most ``S × S`` → horizontal
 flip (p 0.5) → (captions) colour jitter → pad to ``S × S``. A crop clips boxes and drops the ones
 it empties, clips polygons to the crop rectangle (Sutherland–Hodgman) and drops parts left with no
@@ -22,6 +23,7 @@ import numpy as np
 
 from pix2seq_fast.data.coco import Instances
 from pix2seq_fast.data.polygons import clip_polygon_to_rect, signed_area
+from pix2seq_fast.preprocess import axis_scales, crop_window
 from pix2seq_fast.tasks.keypoints import FLIP_PERMUTATION
 
 PAD_VALUE = 0.3
@@ -172,9 +174,10 @@ def _hue_matrix(angle: float) -> np.ndarray:
 class Augmented:
     """image ``[S, S, 3]`` float32 in [0, 1]; instances normalised by ``S``, y first; focus: position
     of the tracked instance in ``instances`` (None if it was cropped away or none was asked);
-    scale: canvas pixels per original pixel; offset: ``(y, x)`` original pixel at the canvas origin
-    (before any flip), so ``original = canvas_pixels / scale + offset``; size: ``(h, w)`` of the
-    image content on the canvas; flipped: whether a horizontal flip was applied."""
+    scale: ``(s_y, s_x)`` canvas pixels per original pixel, per axis (each axis is resized to a
+    rounded size: ``preprocess.axis_scales``); offset: ``(y, x)`` original pixel at the canvas origin
+    (before any flip), so ``original = canvas_pixels / scale + offset`` per axis; size: ``(h, w)`` of
+    the image content on the canvas; flipped: whether a horizontal flip was applied."""
     image: np.ndarray
     instances: Instances
     focus: int | None
@@ -185,12 +188,11 @@ class Augmented:
 
 
 def person_crop_window(box, height: int, width: int) -> tuple[int, int, int, int]:
-    """2× the box (0.5 box size of padding per side), clipped to the image: ``(y0, x0, y1, x1)``."""
-    ymin, xmin, ymax, xmax = (float(v) for v in box)
-    dy, dx = (ymax - ymin) / 2, (xmax - xmin) / 2
-    y0, x0 = max(int(np.floor(ymin - dy)), 0), max(int(np.floor(xmin - dx)), 0)
-    y1, x1 = min(int(np.ceil(ymax + dy)), height), min(int(np.ceil(xmax + dx)), width)
-    return y0, x0, max(y1, y0 + 1), max(x1, x0 + 1)
+    """The keypoint crop around ``box`` (pixels, ``ymin xmin ymax xmax``): the authors'
+    ``crop_to_bbox``, the same window inference uses (``preprocess.crop_window``).
+    Returns ``(y0, x0, y1, x1)``, exclusive ends."""
+    y0, x0, y1, x1 = crop_window(np.asarray(box, np.float64).reshape(1, 4), height, width)[0]
+    return int(y0), int(x0), int(y1), int(x1)
 
 
 def augment(image: np.ndarray, inst: Instances, rng: np.random.Generator, cfg: AugmentConfig,
@@ -221,7 +223,8 @@ def augment(image: np.ndarray, inst: Instances, rng: np.random.Generator, cfg: A
     scale = target / max(h, w)
     new_h, new_w = max(int(round(h * scale)), 1), max(int(round(w * scale)), 1)
     image = resize_image(image, new_h, new_w)
-    inst = scale_instances(inst, new_h / h, new_w / w)
+    sy, sx = axis_scales((h, w), (new_h, new_w))
+    inst = scale_instances(inst, sy, sx)
     oy = int(np.floor(max(new_h - cfg.canvas, 0) * rng.uniform()))
     ox = int(np.floor(max(new_w - cfg.canvas, 0) * rng.uniform()))
     ch, cw = min(new_h, cfg.canvas), min(new_w, cfg.canvas)
@@ -240,6 +243,6 @@ def augment(image: np.ndarray, inst: Instances, rng: np.random.Generator, cfg: A
     if focus is not None:
         hits = np.flatnonzero(ids == focus)
         new_focus = int(hits[0]) if len(hits) else None
-    sx = new_w / w
-    offset = (y0 + oy * h / new_h, x0 + ox / sx)
-    return Augmented(canvas, normalize_instances(inst, cfg.canvas), new_focus, sx, offset, (ch, cw), flipped)
+    offset = (y0 + oy / sy, x0 + ox / sx)
+    return Augmented(canvas, normalize_instances(inst, cfg.canvas), new_focus, (float(sy), float(sx)), offset,
+                     (ch, cw), flipped)

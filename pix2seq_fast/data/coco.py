@@ -1,48 +1,50 @@
 """COCO loaders: ``instances_*.json`` / ``person_keypoints_*.json`` and ``captions_*.json``.
 
-Annotations are validated once, when the file is loaded; images are decoded lazily (opencv, BGR ->
-RGB) when a sample asks for them. Coordinates are converted to **y first, pixels** on load:
-boxes ``[n, 4]`` ``ymin xmin ymax xmax``, polygon vertices ``[k, 2]`` ``y x``, keypoints
-``[n, 17, 3]`` ``y x v``.
+Annotations are validated once, when the file is loaded, by the one COCO validator
+(:mod:`pix2seq_fast.data.validate`: ``on_error="raise"``: a ``CocoFormatError`` naming the json file,
+the annotation id and the field; ``on_error="skip"``: the annotation is dropped, logged and counted
+in ``skipped``). Images are decoded lazily (opencv) when a sample asks for them. Coordinates are
+converted to **y first, pixels** on load: boxes ``[n, 4]`` ``ymin xmin ymax xmax``, polygon vertices
+``[k, 2]`` ``y x``, keypoints ``[n, 17, 3]`` ``y x v``.
 
-Validation (``on_error="raise"``: a ``CocoFormatError`` naming the json file and the annotation id;
-``on_error="skip"``: the annotation is dropped and a warning is logged):
+Image paths must stay inside the image folder: a ``file_name`` with ``..`` or an absolute one is
+refused when the file is loaded (``allow_absolute_paths=True`` lets absolute names through).
+Non-crowd boxes of zero width or height are no training targets: they are left out of
+``instances()`` and counted in ``degenerate_boxes`` (they stay in ``coco``, the ground truth for
+evaluation). Polygons with fewer than 3 points enclose nothing: they are dropped; an instance left
+with no polygon keeps its box but has ``polygons[i] == []``. Non-crowd instances stored as RLE are
+kept with no polygon (the segmentation dataset skips them).
 
-- bbox not 4 finite numbers, or negative width/height;
-- unknown ``category_id`` or ``image_id``;
-- a polygon of odd length, non-finite coordinates, a crowd RLE whose size is not the image's;
-- keypoints not ``3 * K`` finite numbers with visibility in {0, 1, 2};
-- a caption that is not a non-empty string.
-
-Polygons with fewer than 3 points are legal in COCO but enclose nothing: they are skipped silently
-(logged at debug level); an instance left with no polygon keeps its box but has ``polygons[i] == []``.
-Non-crowd instances stored as RLE are kept with no polygon (the segmentation dataset skips them).
-A missing, undecodable or wrongly sized image raises ``ImageReadError`` naming the file when it is
-read; the datasets turn that into a logged skip with ``on_error="skip"``.
+Images (:func:`decode_image`, also the file reader of ``predict``): 8-bit as stored; 16-bit scaled to
+8 bits as ``round(value / 257)``; floating-point files are refused (never truncated); gray is
+replicated, alpha dropped, EXIF orientation ignored (as the authors' TF decoder). An image
+of more than ``MAX_IMAGE_PIXELS`` pixels is refused before it is decoded. A missing, undecodable,
+oversize or wrongly sized image raises ``ImageReadError`` naming the file when it is read; the
+datasets turn that into a logged skip with ``on_error="skip"``.
 """
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from pix2seq_fast.data.validate import (MAX_IMAGE_PIXELS, ON_ERROR, CocoFormatError, check_on_error,
+                                        read_coco_json, resolve_image_path, validate_coco)
+
 logger = logging.getLogger(__name__)
 
-ON_ERROR = ("raise", "skip")
-
-
-class CocoFormatError(ValueError):
-    """A malformed annotation; the message names the json file and the annotation id."""
+__all__ = ["CocoCaptions", "CocoFormatError", "CocoInstances", "ImageInfo", "ImageReadError", "Instances",
+           "MAX_IMAGE_PIXELS", "ON_ERROR", "decode_image", "read_image", "to_uint8_rgb"]
 
 
 class ImageReadError(ValueError):
-    """A missing, corrupt or wrongly sized image; the message names the file."""
+    """A missing, corrupt, oversize or wrongly sized image; the message names the file."""
 
 
 @dataclass
@@ -87,78 +89,101 @@ class Instances:
                          np.zeros((0, num_keypoints, 3), np.float32), np.zeros(0, np.int64), [])
 
 
-def _check_on_error(on_error):
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+def to_uint8_rgb(array: np.ndarray, name: str, bgr: bool = False) -> np.ndarray:
+    """A decoded image ``[H, W]`` / ``[H, W, C]`` (C in 1..4; uint8 or uint16) ->
+    ``[H, W, 3]`` uint8 RGB. 16-bit values become ``round(v / 257)``; alpha is dropped; float pixels
+    are refused."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise ImageReadError(f"{name}: expected an HxW or HxWxC image with 1 to 4 channels, got shape "
+                             f"{tuple(array.shape)}")
+    if array.shape[0] * array.shape[1] > MAX_IMAGE_PIXELS:
+        raise ImageReadError(f"{name}: image of {array.shape[0]}x{array.shape[1]} pixels exceeds the limit "
+                             f"of {MAX_IMAGE_PIXELS} pixels")
+    if array.dtype == np.uint16:
+        array = ((array.astype(np.uint32) * 2 + 257) // 514).astype(np.uint8)  # round(v / 257)
+    elif array.dtype.kind == "f":
+        raise ImageReadError(f"{name}: floating-point pixels are refused (convert the file to 8 or 16 bits, "
+                             "or pass a float tensor [3, H, W] in [0, 1] to predict)")
+    elif array.dtype != np.uint8:
+        raise ImageReadError(f"{name}: image pixels must be 8-bit or 16-bit, got {array.dtype}")
+    channels = array.shape[2]
+    if channels <= 2:
+        array = np.repeat(array[:, :, :1], 3, axis=2)
+    else:
+        array = array[:, :, :3]
+        if bgr:
+            array = array[:, :, ::-1]
+    return np.ascontiguousarray(array)
 
 
-def _read_json(path) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    with open(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise CocoFormatError(f"{path}: not valid JSON ({e})") from e
-    for key in ("images", "annotations"):
-        if not isinstance(data.get(key), list):
-            raise CocoFormatError(f"{path}: missing the '{key}' list")
-    return data
-
-
-def _finite_numbers(values) -> bool:
+def _header_size(path: str) -> tuple[int, int] | None:
+    """``(height, width)`` from the file header (PIL reads it without decoding), None when PIL
+    does not know the format."""
     try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        return False
-    return arr.ndim == 1 and bool(np.isfinite(arr).all())
+        from PIL import Image  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                return int(im.height), int(im.width)
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{path}: image exceeds the limit of {MAX_IMAGE_PIXELS} pixels ({e})") from None
+    except Exception:  # noqa: BLE001 - not a format PIL reads; opencv decides below
+        return None
 
 
-def _index_images(data, path, image_dir) -> dict[int, ImageInfo]:
-    images = {}
-    for img in data["images"]:
-        try:
-            image_id, file_name = int(img["id"]), str(img["file_name"])
-            height, width = int(img["height"]), int(img["width"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CocoFormatError(f"{path}: image entry {img.get('id', '?')} is malformed ({e})") from e
-        if height <= 0 or width <= 0:
-            raise CocoFormatError(f"{path}: image id {image_id} ({file_name}) has size {height}x{width}")
-        images[image_id] = ImageInfo(image_id, os.path.join(image_dir, file_name), height, width)
-    return images
+def decode_image(path, name: str | None = None) -> np.ndarray:
+    """Decode an image file -> ``[H, W, 3]`` uint8 RGB (see the module doc for the pixel rules).
+
+    Raises ``ImageReadError`` naming ``name`` (default: the path) for a missing, oversize or
+    undecodable file."""
+    path = os.fspath(path)
+    name = name or path
+    if not os.path.isfile(path):
+        raise ImageReadError(f"{name}: file not found")
+    size = _header_size(path)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise ImageReadError(f"{name}: image of {size[0]}x{size[1]} pixels exceeds the limit of "
+                             f"{MAX_IMAGE_PIXELS} pixels")
+    raw = np.fromfile(path, dtype=np.uint8)
+    try:
+        flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
+        image = cv2.imdecode(raw, flags) if raw.size else None
+    except cv2.error as e:
+        raise ImageReadError(f"{name}: file cannot be decoded ({str(e).strip().splitlines()[-1]})") from None
+    if image is None:
+        raise ImageReadError(f"{name}: file cannot be decoded (corrupt?)")
+    return to_uint8_rgb(image, name, bgr=True)
 
 
 def read_image(info: ImageInfo) -> np.ndarray:
     """Decode ``info.path`` -> ``[H, W, 3]`` uint8 RGB, checking it exists, decodes and has the
     annotated size."""
-    if not os.path.isfile(info.path):
-        raise ImageReadError(f"{info.path}: image id {info.image_id}: file not found")
-    image = cv2.imread(info.path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ImageReadError(f"{info.path}: image id {info.image_id}: file cannot be decoded (corrupt?)")
+    image = decode_image(info.path, f"{info.path}: image id {info.image_id}")
     if image.shape[:2] != (info.height, info.width):
         raise ImageReadError(
             f"{info.path}: image id {info.image_id}: decoded size {image.shape[0]}x{image.shape[1]} "
             f"differs from the annotated {info.height}x{info.width}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
-class _Problems:
-    """Raise or log-and-count annotation problems according to ``on_error``."""
-
-    def __init__(self, path, on_error):
-        self.path, self.on_error, self.skipped = path, on_error, 0
-
-    def __call__(self, ann, message):
-        text = f"{self.path}: annotation id {ann.get('id', '?')} (image {ann.get('image_id', '?')}): {message}"
-        if self.on_error == "raise":
-            raise CocoFormatError(text)
-        self.skipped += 1
-        logger.warning("skipping %s", text)
-
-    def summary(self, what):
-        if self.skipped:
-            logger.warning("%s: skipped %d malformed %s", self.path, self.skipped, what)
+def _load_validated(annotation_file, image_dir, on_error, kind, allow_absolute_paths, num_keypoints=17):
+    """(clean dataset, report, {image id: ImageInfo}) of one annotation file."""
+    check_on_error(on_error)
+    data = read_coco_json(annotation_file)
+    clean, report = validate_coco(data, annotation_file, on_error, kind=kind, num_keypoints=num_keypoints)
+    images = {}
+    for img in clean["images"]:
+        try:
+            path = resolve_image_path(image_dir, img["file_name"], allow_absolute=allow_absolute_paths)
+        except ValueError as e:
+            raise CocoFormatError(f"{annotation_file}: image id {img['id']}: field 'file_name': {e}") from None
+        images[img["id"]] = ImageInfo(img["id"], os.fspath(path), img["height"], img["width"])
+    return clean, report, images
 
 
 class CocoInstances:
@@ -166,29 +191,33 @@ class CocoInstances:
 
     ``image_ids`` (sorted), ``categories`` (id -> dict), ``keypoint_names`` (from the first
     category that has them, else ``[]``), ``image_info(id)``, ``load_image(id) -> [H, W, 3] uint8``,
-    ``instances(id) -> Instances`` and ``coco`` (the pycocotools ``COCO`` object, for evaluation).
+    ``instances(id) -> Instances``, ``coco`` (the pycocotools ``COCO`` object of the validated
+    annotations, for evaluation), ``skipped`` (annotations dropped by ``on_error="skip"``) and
+    ``degenerate_boxes`` (zero-size non-crowd boxes left out of the training targets).
     """
 
-    def __init__(self, annotation_file, image_dir, on_error: str = "raise", num_keypoints: int = 17):
-        _check_on_error(on_error)
+    def __init__(self, annotation_file, image_dir, on_error: str = "raise", num_keypoints: int = 17,
+                 allow_absolute_paths: bool = False):
         self.annotation_file, self.image_dir, self.on_error = str(annotation_file), str(image_dir), on_error
-        data = _read_json(self.annotation_file)
-        self.images = _index_images(data, self.annotation_file, self.image_dir)
-        self.categories = {int(c["id"]): c for c in data.get("categories", [])}
+        self._dataset, report, self.images = _load_validated(
+            self.annotation_file, self.image_dir, on_error, "instances", allow_absolute_paths, num_keypoints)
+        self.skipped = report.skipped
+        self.categories = {c["id"]: c for c in self._dataset["categories"]}
         self.keypoint_names = next((list(c["keypoints"]) for c in self.categories.values() if c.get("keypoints")), [])
         self.num_keypoints = len(self.keypoint_names) or num_keypoints
-        problems = _Problems(self.annotation_file, on_error)
         per_image: dict[int, list] = {i: [] for i in self.images}
-        valid_anns = []
-        for ann in data["annotations"]:
-            parsed = self._parse(ann, problems)
-            if parsed is not None:
+        self.degenerate_boxes = 0
+        for ann in self._dataset["annotations"]:
+            parsed = self._parse(ann)
+            if parsed is None:
+                self.degenerate_boxes += 1
+            else:
                 per_image[parsed["image_id"]].append(parsed)
-                valid_anns.append(ann)
-        problems.summary("annotations")
+        if self.degenerate_boxes:
+            logger.info("%s: %d zero-size box(es) are no training targets", self.annotation_file,
+                        self.degenerate_boxes)
         self._per_image = per_image
         self.image_ids = sorted(self.images)
-        self._dataset = dict(data, annotations=valid_anns)
         self._coco = None
 
     @property
@@ -212,55 +241,27 @@ class CocoInstances:
     def load_image(self, image_id) -> np.ndarray:
         return read_image(self.images[image_id])
 
-    def _parse(self, ann, problems):
-        if not isinstance(ann, dict) or "id" not in ann:
-            problems(ann if isinstance(ann, dict) else {}, "annotation without an 'id'")
+    def _parse(self, ann) -> dict | None:
+        """A validated annotation -> arrays (y first); None for a zero-size non-crowd box."""
+        x, y, w, h = ann["bbox"]
+        crowd = bool(ann["iscrowd"])
+        if not crowd and (w <= 0 or h <= 0):
             return None
-        image_id = ann.get("image_id")
-        if image_id not in self.images:
-            return problems(ann, f"unknown image_id {image_id!r}")
-        if ann.get("category_id") not in self.categories:
-            return problems(ann, f"unknown category_id {ann.get('category_id')!r}")
-        bbox = ann.get("bbox")
-        if bbox is None or not _finite_numbers(bbox) or len(bbox) != 4:
-            return problems(ann, f"bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
-        x, y, w, h = (float(v) for v in bbox)
-        if w < 0 or h < 0:
-            return problems(ann, f"bbox has negative size (w={w}, h={h})")
-        crowd = bool(ann.get("iscrowd", 0))
-        info = self.images[image_id]
-        polygons, rle = [], None
         seg = ann.get("segmentation", [])
-        if isinstance(seg, dict):
-            size = seg.get("size")
-            if "counts" not in seg or list(size or []) != [info.height, info.width]:
-                return problems(ann, f"RLE segmentation needs 'counts' and size [{info.height}, {info.width}], got size {size!r}")
-            rle = seg
-        elif isinstance(seg, list):
-            for part in seg:
-                if not isinstance(part, list) or not _finite_numbers(part):
-                    return problems(ann, "polygon is not a list of finite numbers")
-                if len(part) % 2:
-                    return problems(ann, f"polygon has odd length {len(part)}")
-                if len(part) < 6:
-                    logger.debug("%s: annotation id %s: dropping a polygon with %d < 3 points",
-                                 self.annotation_file, ann["id"], len(part) // 2)
-                    continue
-                polygons.append(np.asarray(part, np.float32).reshape(-1, 2)[:, ::-1].copy())
-        else:
-            return problems(ann, f"segmentation must be a polygon list or an RLE dict, got {type(seg).__name__}")
+        rle = seg if isinstance(seg, dict) else None
+        polygons = [] if crowd or rle is not None else [
+            np.asarray(part, np.float32).reshape(-1, 2)[:, ::-1].copy() for part in seg]
         keypoints = np.zeros((self.num_keypoints, 3), np.float32)
         if "keypoints" in ann:
-            kp = ann["keypoints"]
-            if not _finite_numbers(kp) or len(kp) != 3 * self.num_keypoints:
-                return problems(ann, f"keypoints must be {3 * self.num_keypoints} finite numbers")
-            kp = np.asarray(kp, np.float32).reshape(-1, 3)
-            if not np.isin(kp[:, 2], (0, 1, 2)).all():
-                return problems(ann, "keypoint visibility must be 0, 1 or 2")
+            kp = np.asarray(ann["keypoints"], np.float32).reshape(-1, 3)
+            if len(kp) != self.num_keypoints:
+                raise CocoFormatError(f"{self.annotation_file}: annotation id {ann['id']} (image "
+                                      f"{ann['image_id']}): field 'keypoints': keypoints must be "
+                                      f"{3 * self.num_keypoints} finite numbers")
             keypoints = kp[:, [1, 0, 2]]
-        return dict(id=int(ann["id"]), image_id=image_id, label=int(ann["category_id"]),
-                    box=np.array([y, x, y + h, x + w], np.float32), crowd=crowd,
-                    polygons=[] if crowd else polygons, rle=rle if crowd else None, keypoints=keypoints)
+        return dict(id=ann["id"], image_id=ann["image_id"], label=ann["category_id"],
+                    box=np.array([y, x, y + h, x + w], np.float32), crowd=crowd, polygons=polygons,
+                    rle=rle if crowd else None, keypoints=keypoints)
 
     def instances(self, image_id) -> Instances:
         anns = self._per_image[image_id]
@@ -288,13 +289,15 @@ class CocoInstances:
         return out
 
     def crowd_mask(self, image_id, position) -> np.ndarray:
-        """``[H, W]`` uint8 mask of a crowd RLE (pycocotools decodes it)."""
+        """``[H, W]`` uint8 mask of a crowd RLE (validated, then decoded by pycocotools)."""
         from pycocotools import mask as mask_utils
         rle = self._per_image[image_id][position]["rle"]
         if rle is None:
             raise ValueError(f"annotation at position {position} of image {image_id} is not an RLE region")
         if isinstance(rle["counts"], list):
             rle = mask_utils.frPyObjects(rle, *rle["size"])
+        else:
+            rle = dict(rle, counts=rle["counts"].encode("ascii"))
         return mask_utils.decode(rle)
 
 
@@ -302,31 +305,20 @@ class CocoCaptions:
     """A ``captions_*.json`` file plus its image directory.
 
     ``pairs``: list of ``(image_id, caption, annotation_id)``; ``captions(image_id) -> list[str]``;
-    ``load_image(image_id) -> [H, W, 3] uint8 RGB``.
+    ``load_image(image_id) -> [H, W, 3] uint8 RGB``; ``skipped`` (captions dropped by ``on_error="skip"``).
     """
 
-    def __init__(self, annotation_file, image_dir, on_error: str = "raise"):
-        _check_on_error(on_error)
+    def __init__(self, annotation_file, image_dir, on_error: str = "raise", allow_absolute_paths: bool = False):
         self.annotation_file, self.image_dir, self.on_error = str(annotation_file), str(image_dir), on_error
-        data = _read_json(self.annotation_file)
-        self.images = _index_images(data, self.annotation_file, self.image_dir)
-        problems = _Problems(self.annotation_file, on_error)
+        clean, report, self.images = _load_validated(self.annotation_file, self.image_dir, on_error, "captions",
+                                                     allow_absolute_paths)
+        self.skipped = report.skipped
         self.pairs: list[tuple[int, str, int]] = []
         self._by_image: dict[int, list[str]] = {i: [] for i in self.images}
-        for ann in data["annotations"]:
-            if not isinstance(ann, dict) or "id" not in ann:
-                problems(ann if isinstance(ann, dict) else {}, "annotation without an 'id'")
-                continue
-            if ann.get("image_id") not in self.images:
-                problems(ann, f"unknown image_id {ann.get('image_id')!r}")
-                continue
-            caption = ann.get("caption")
-            if not isinstance(caption, str) or not caption.strip():
-                problems(ann, f"caption must be a non-empty string, got {caption!r}")
-                continue
-            self.pairs.append((ann["image_id"], caption.strip(), int(ann["id"])))
-            self._by_image[ann["image_id"]].append(caption.strip())
-        problems.summary("captions")
+        for ann in clean["annotations"]:
+            caption = ann["caption"].strip()
+            self.pairs.append((ann["image_id"], caption, ann["id"]))
+            self._by_image[ann["image_id"]].append(caption)
         self.image_ids = sorted(self.images)
 
     def __len__(self):

@@ -5,8 +5,8 @@ weight [L] float32, task, image_id, epoch, index, scale, offset, size, ...)``; `
 map canvas pixels back to the original image (``original = canvas / scale + offset``).
 
 Sampling units: detection samples images; segmentation samples (non-crowd) instances with a
-polygon; keypoints samples persons with at least one labeled keypoint (one person and its 2× crop
-per example); captioning samples image–caption pairs.
+polygon; keypoints samples the non-crowd instances of the keypoint category, labelled points or
+not (one person and its crop per example); captioning samples image–caption pairs.
 
 Randomness is per example: the generator is ``default_rng([seed, epoch, index, attempt])``, so an
 example is the same whichever worker or rank builds it, and a different one every epoch. An index
@@ -88,7 +88,7 @@ class TaskDataset(torch.utils.data.Dataset, abc.ABC):
     def _finish(self, aug, seq, image_id, **extra) -> dict:
         return dict(image=torch.from_numpy(np.ascontiguousarray(aug.image.transpose(2, 0, 1))),
                     input=torch.from_numpy(seq.input), target=torch.from_numpy(seq.target),
-                    weight=torch.from_numpy(seq.weight), image_id=int(image_id), scale=float(aug.scale),
+                    weight=torch.from_numpy(seq.weight), image_id=int(image_id), scale=tuple(aug.scale),
                     offset=tuple(float(v) for v in aug.offset), size=tuple(aug.size), flipped=aug.flipped, **extra)
 
 
@@ -156,13 +156,21 @@ class SegmentationDataset(_InstanceDataset):
 
 
 class KeypointDataset(_InstanceDataset):
-    """One example per person with labeled keypoints (2× person crop) -> ``encode_keypoints``."""
+    """One example per non-crowd instance of the keypoint category (the COCO category that carries
+    ``keypoints``; persons), labelled points or not — an all-unlabelled person trains on 17
+    INVISIBLE pairs, as the authors' do. Crop about 2× the box -> ``encode_keypoints``."""
 
     task = "keypoints"
-    require = ("keypoints",)
+    require = ()
 
     def __init__(self, source, vocab, canvas, train=True, cfg: KeypointsConfig | None = None, **kwargs):
         super().__init__(source, vocab, canvas, train, cfg or KeypointsConfig(), **kwargs)
+        categories = {int(c) for c, info in source.categories.items() if info.get("keypoints")}
+        if not categories:
+            raise ValueError(f"{source.annotation_file}: no category carries 'keypoints'; the keypoint "
+                             "task needs a person_keypoints file")
+        labels = {image_id: source.instances(image_id).labels for image_id in {i for i, _ in self.index}}
+        self.index = [(image_id, pos) for image_id, pos in self.index if int(labels[image_id][pos]) in categories]
 
     def _example(self, index, rng, attempt):
         image_id, ann_id, aug = self._augment_focus(index, rng, attempt)

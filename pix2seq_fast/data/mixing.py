@@ -18,6 +18,7 @@ import torch
 
 from pix2seq_fast.data.datasets import collate_for, pad_collate
 
+#: SPEC §2 batch-mixing loss weights (the paper's greedy search); the trainer's default too.
 DEFAULT_TASK_WEIGHTS = {"detect": 0.1782, "segment": 0.7128, "caption": 0.099, "keypoints": 0.01}
 MODES = ("batch", "data")
 

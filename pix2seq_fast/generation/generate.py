@@ -108,8 +108,8 @@ class _Recorder:
         self.logprobs[:, t] = logprobs
         if self.recorded is not None:
             lo, hi = self.record
-            logits = logits.float()
-            self.recorded[:, t] = logits[:, lo:hi] - torch.logsumexp(logits, dim=-1, keepdim=True)
+            # log_softmax, as the reference engine: logits - logsumexp rounds to 0 for extreme logits
+            self.recorded[:, t] = torch.log_softmax(logits.float(), dim=-1)[:, lo:hi]
 
     def output(self, steps, lengths):
         recorded = None if self.recorded is None else self.recorded[:, :steps]

@@ -10,6 +10,18 @@ from pix2seq_fast.vocab import Vocab
 ENCODERS = ("vit", "resnet", "cnn")
 
 
+def _image_size(value) -> int | tuple[int, int]:
+    """``S`` or ``(H, W)`` (a JSON list too) -> ``S`` for a square, else ``(H, W)``."""
+    from pix2seq_fast.preprocess import canvas_hw  # noqa: PLC0415  (the one canvas check)
+
+    try:
+        height, width = canvas_hw(value)
+    except ValueError:
+        raise ValueError(f"ModelConfig: image_size must be a positive int or an [H, W] pair of them, "
+                         f"got {value!r}") from None
+    return height if height == width else (height, width)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of an encoder + projection + autoregressive decoder.
@@ -20,13 +32,15 @@ class ModelConfig:
     at ``feature_stride``, images normalised by ``pixel_mean`` / ``pixel_std`` first, ``enc_layers``
     may be 0, ``freeze_backbone`` keeps the trunk fixed, and ``backbone_weights`` names where its
     pretrained weights come from (``""`` none, ``"timm"``, ``"file:PATH"``, ``"package:NAME"``;
-    see ``model.pretrained``; loaded when a model is created for training). The projection MLP's hidden width is
-    ``dec_dim * (enc_mlp // enc_dim)`` (the authors' rule). ``image_size`` is the default square canvas.
+    see ``model.pretrained``; loaded when a model is created for training). The projection MLP's
+    hidden width is ``dec_dim * (enc_mlp // enc_dim)`` (the authors' rule). ``image_size`` is the
+    canvas: one side ``S`` (a square) or ``(H, W)`` as the authors' configs may give it (equal sides
+    become ``S``); ``canvas_hw`` is always ``(H, W)``.
     Dropout (after the MLP activation) and drop-path (per residual branch) act only in training.
     """
 
     encoder: str = "vit"
-    image_size: int = 640
+    image_size: int | tuple[int, int] = 640
     patch_size: int = 16
     backbone: str = "resnet50"
     feature_stride: int = 32
@@ -56,7 +70,8 @@ class ModelConfig:
         self._check_backbone()
         if not isinstance(self.vocab, Vocab):
             raise ValueError(f"ModelConfig: vocab must be a Vocab, got {type(self.vocab).__name__}")
-        for name in ("image_size", "patch_size", "enc_dim", "enc_mlp", "enc_heads",
+        object.__setattr__(self, "image_size", _image_size(self.image_size))
+        for name in ("patch_size", "enc_dim", "enc_mlp", "enc_heads",
                      "dec_layers", "dec_dim", "dec_mlp", "dec_heads", "max_seq_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -94,6 +109,12 @@ class ModelConfig:
                 any(s <= 0 for s in self.pixel_std):
             raise ValueError(f"ModelConfig: pixel_mean / pixel_std must both be empty or 3 values (std > 0), "
                              f"got {self.pixel_mean} / {self.pixel_std}")
+
+    @property
+    def canvas_hw(self) -> tuple[int, int]:
+        """``(H, W)`` of the canvas."""
+        size = self.image_size
+        return (size, size) if isinstance(size, int) else size
 
     @property
     def vocab_size(self) -> int:

@@ -1,9 +1,12 @@
 """``Pix2Seq``: image encoder + projection + autoregressive decoder (SPEC §3, tf_parity README §6)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from pix2seq_fast.model import checkpoint
 from pix2seq_fast.model.config import ModelConfig
 from pix2seq_fast.model.decoder import Decoder
 from pix2seq_fast.model.encoder import build_encoder
@@ -104,13 +107,18 @@ class Pix2Seq(nn.Module):
     # ---- checkpoints -------------------------------------------------------------------------
     def save_pretrained(self, directory) -> None:
         """Write ``model.safetensors``, ``config.json`` (+ ``tokenizer.model``) into ``directory``."""
-        from pix2seq_fast.model.checkpoint import save_pretrained
-        save_pretrained(self, directory)
+        checkpoint.save_pretrained(self, directory)
 
     @classmethod
     def from_pretrained(cls, directory, map_location="cpu") -> "Pix2Seq":
-        from pix2seq_fast.model.checkpoint import load_pretrained
-        return load_pretrained(directory, map_location=map_location)
+        """The model ``save_pretrained`` wrote into ``directory`` (in eval mode); ``ValueError``
+        names every key that disagrees with its ``config.json``."""
+        config, state, tokenizer = checkpoint.read_pretrained(directory, map_location)
+        with torch.device("meta"):
+            model = cls(config, tokenizer=tokenizer)
+        checkpoint.check_state_dict(model, state, source=str(Path(directory) / checkpoint.WEIGHTS_NAME))
+        model.load_state_dict(state, assign=True)
+        return model.eval()
 
     # ---- inference ---------------------------------------------------------------------------
     def predict(self, images, task: str = "detect", **kwargs):

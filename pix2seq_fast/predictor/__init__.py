@@ -57,7 +57,9 @@ def predict(model, images, task: str = "detect", *, batch_size: int = 8, progres
         caption: :class:`CaptionOptions` (``max_length=128``).
 
     Returns one result per image, in order (a single result for a single image).
-    Raises ``ValueError`` for an unknown task or option, an empty batch, or a bad image.
+    Raises ``ValueError`` for an unknown task or option, an empty batch, a bad image, a category id
+    the vocabulary has no class token for (``labels``, ``categories``, ``person_category``), a model
+    whose weights or image encodings are not finite (NaN / inf), or non-finite scores.
     """
     if task not in _TASK_OPTIONS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -83,9 +85,11 @@ def predict(model, images, task: str = "detect", *, batch_size: int = 8, progres
         given = (split_per_image(boxes, "boxes", len(items), single, 2),
                  split_per_image(labels, "labels", len(items), single, 1),
                  split_per_image(scores, "scores", len(items), single, 1))
+    _check_categories(model, option_sets, given)
     if device is not None:
         model.to(device)
     model.eval()
+    _check_finite_weights(model)
     generator = decode.generator(engine.model_device(model))
 
     results = []
@@ -110,6 +114,7 @@ def _run_chunk(model, items, task, decode, option_sets, given, generator):
 
     images, _ = load_images(items)
     device = engine.model_device(model)
+    encode = lambda pixels: _finite_encoding(engine.encode(model, pixels))  # noqa: E731
     sizes = [(int(img.shape[1]), int(img.shape[2])) for img in images]
     if task == "keypoints":
         kp = option_sets[KeypointOptions]
@@ -117,13 +122,13 @@ def _run_chunk(model, items, task, decode, option_sets, given, generator):
             persons = caller_boxes(*given, sizes, default_label=kp.person_category)
         else:
             batch = to_canvas(images, engine.model_canvas(model), device)
-            memory = engine.encode(model, batch.pixels)
+            memory = encode(batch.pixels)
             det = _replace(option_sets[DetectOptions], categories=(int(kp.person_category),))
             persons = detect_batch(model, batch, memory, decode, det, generator)
         return keypoints_batch(model, images, persons, decode, kp, generator)
 
     batch = to_canvas(images, engine.model_canvas(model), device)
-    memory = engine.encode(model, batch.pixels)
+    memory = encode(batch.pixels)
     if task == "detect":
         return detect_batch(model, batch, memory, decode, option_sets[DetectOptions], generator)
     if task == "caption":
@@ -132,6 +137,54 @@ def _run_chunk(model, items, task, decode, option_sets, given, generator):
                  detect_batch(model, batch, memory, decode, option_sets[DetectOptions], generator))
     return segment_batch(model, batch, memory, instances, decode, option_sets[SegmentOptions],
                          generator)
+
+
+def _check_categories(model, option_sets, given) -> None:
+    """Every category id the caller names must have a class token: ``0 <= id < vocab.num_classes``."""
+    import numpy as np  # noqa: PLC0415
+
+    from pix2seq_fast.predictor import engine  # noqa: PLC0415
+
+    num_classes = engine.model_vocab(model).num_classes
+
+    def check(ids, name):
+        arr = np.asarray(ids).reshape(-1)
+        if arr.size and (not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0 or arr.max() >= num_classes):
+            bad = [v for v in arr.tolist() if not (isinstance(v, int) and 0 <= v < num_classes)]
+            raise ValueError(f"{name}: category ids must be integers in [0, {num_classes}) (the model's class "
+                             f"tokens), got {bad[:5]}")
+
+    detect = option_sets.get(DetectOptions)
+    if detect is not None and detect.categories is not None:
+        check(list(detect.categories), "categories")
+    kp = option_sets.get(KeypointOptions)
+    if kp is not None:
+        check([kp.person_category], "person_category")
+    if given is not None and given[1] is not None:
+        for i, labels in enumerate(given[1]):
+            check(labels if np.size(labels) else np.zeros(0, np.int64), f"labels[{i}]")
+
+
+def _check_finite_weights(model) -> None:
+    """A model with NaN / inf weights would return empty or NaN results without complaint."""
+    import torch  # noqa: PLC0415
+
+    tensors = [t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()]
+    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+        names = [n for n, t in list(model.named_parameters()) + list(model.named_buffers())
+                 if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        raise ValueError(f"model weights are not finite (NaN or inf in {names[:5]}); predictions would be "
+                         "meaningless")
+
+
+def _finite_encoding(memory):
+    """``memory [B, N, D]`` unchanged, or ``ValueError`` when the encoder produced NaN / inf."""
+    import torch  # noqa: PLC0415
+
+    if not bool(torch.isfinite(memory).all()):
+        raise ValueError("the model's image encodings are not finite (NaN or inf); check the weights and "
+                         "the input images")
+    return memory
 
 
 def task_option_names(task: str) -> set[str]:

@@ -4,10 +4,13 @@ keypoint AP (``keypoints``), BLEU / CIDEr-D (``caption``).
 Layout of ``data_dir`` (what ``pix2seq-fast make-synthetic`` writes; real COCO fits with
 ``image_dir``): ``annotations/{instances,person_keypoints,captions}_{split}.json`` and the images
 under ``images/{split}/`` (else ``{split}/``, else ``image_dir``).
+
+Every annotation file passes the COCO validator (:mod:`pix2seq_fast.data.validate`) before anything
+is predicted, and every image path must lie inside the image folder (``allow_absolute_paths``
+lets absolute ``file_name``s through).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pix2seq_fast.vocab import TASKS
@@ -31,6 +34,28 @@ def find_image_dir(data_dir, split: str, image_dir=None) -> Path:
                             f"{', '.join(str(c) for c in candidates)}")
 
 
+def load_split(path, task: str, on_error: str = "raise") -> dict:
+    """The validated dataset of one annotation file (``CocoFormatError`` naming file, id and field)."""
+    from pix2seq_fast.data.validate import read_coco_json, validate_coco  # noqa: PLC0415
+
+    kind = "captions" if task == "caption" else "instances"
+    return validate_coco(read_coco_json(path), path, on_error, kind=kind)[0]
+
+
+def image_files(dataset: dict, image_dir, allow_absolute_paths: bool = False, source="dataset") -> list[str]:
+    """The image file of every ``dataset["images"]`` entry, each inside ``image_dir``; a ``file_name``
+    with ``..`` or an absolute one raises ``ValueError`` naming the source, the image id and the name."""
+    from pix2seq_fast.data.validate import resolve_image_path  # noqa: PLC0415
+
+    out = []
+    for im in dataset["images"]:
+        try:
+            out.append(str(resolve_image_path(image_dir, im["file_name"], allow_absolute=allow_absolute_paths)))
+        except ValueError as e:
+            raise ValueError(f"{source}: image id {im['id']}: field 'file_name': {e}") from None
+    return out
+
+
 def subset(dataset: dict, image_ids: list[int]) -> dict:
     """``dataset`` restricted to ``image_ids`` (so images never run are not counted as misses)."""
     keep = set(image_ids)
@@ -42,7 +67,8 @@ def subset(dataset: dict, image_ids: list[int]) -> dict:
 
 def evaluate_model(model, data_dir, split: str = "val", tasks=None, image_dir=None,
                    max_images: int | None = None, batch_size: int = 8, progress: bool = True,
-                   task_options: dict | None = None, **predict_options) -> dict:
+                   task_options: dict | None = None, allow_absolute_paths: bool = False,
+                   **predict_options) -> dict:
     """Predict every (or the first ``max_images``) image of the split for each task and score it.
 
     tasks: subset of ``TASKS``; default every task whose annotation file exists (``caption`` only
@@ -59,6 +85,8 @@ def evaluate_model(model, data_dir, split: str = "val", tasks=None, image_dir=No
         if not tasks:
             raise FileNotFoundError(f"no annotation files under {Path(data_dir) / 'annotations'} "
                                     f"for split {split!r}")
+    if max_images is not None and (isinstance(max_images, bool) or int(max_images) < 1):
+        raise ValueError(f"max_images must be >= 1 (or None for all), got {max_images}")
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"tasks must be among {TASKS}, got {unknown}")
@@ -69,11 +97,11 @@ def evaluate_model(model, data_dir, split: str = "val", tasks=None, image_dir=No
         path = annotation_file(data_dir, task, split)
         if not path.is_file():
             raise FileNotFoundError(f"task {task!r} needs {path}")
-        dataset = json.loads(path.read_text())
+        dataset = load_split(path, task)
         infos = sorted(dataset["images"], key=lambda im: im["id"])[:max_images]
         ids = [im["id"] for im in infos]
         dataset = subset(dataset, ids)
-        files = [str(images_root / im["file_name"]) for im in infos]
+        files = image_files({"images": infos}, images_root, allow_absolute_paths, source=str(path))
         accepted = task_option_names(task)
         options = dict(predict_options)
         options.update({k: v for k, v in (task_options or {}).items() if k in accepted})

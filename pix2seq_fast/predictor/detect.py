@@ -1,5 +1,6 @@
 """Detection pipeline (SPEC §4): prompt ``[10]``, fixed-length generation recording the class
-log-probabilities, ``decode_detection``, boxes mapped from the padded canvas to original pixels.
+log-probabilities, ``decode_detection``, boxes mapped from the padded canvas to original pixels
+(per axis: ``canvas · original / resized``, see ``geometry``).
 No NMS (the model is trained to emit each object once). Each box's corners are ordered
 (``x0 <= x1``, ``y0 <= y1``): a trained model emits them so, an untrained one may not."""
 from __future__ import annotations
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from pix2seq_fast.predictor import engine
-from pix2seq_fast.predictor.geometry import canvas_boxes_to_pixels
+from pix2seq_fast.predictor.geometry import canvas_boxes_to_pixels, pixel_factors
 from pix2seq_fast.predictor.inputs import CanvasBatch
 from pix2seq_fast.predictor.options import DecodeOptions
 from pix2seq_fast.results import Detections
@@ -62,14 +63,13 @@ def detect_batch(model, batch: CanvasBatch, memory: torch.Tensor, decode: Decode
     if options.categories is not None:
         wanted = torch.as_tensor(list(options.categories), dtype=torch.int64, device=device)
         keep &= torch.isin(decoded.labels, wanted)
-    canvas = engine.model_canvas(model)
+    factors = pixel_factors(batch.sizes, engine.model_canvas(model))  # [B, 2] per-axis
     results = []
     for i, (height, width) in enumerate(batch.sizes):
         idx = keep[i].nonzero().squeeze(1)
         order = torch.argsort(decoded.scores[i, idx], descending=True, stable=True)
         idx = idx[order[:int(options.max_detections)]]
-        boxes_px = canvas_boxes_to_pixels(boxes[i, idx], canvas, float(batch.scales[i]),
-                                       height, width)
+        boxes_px = canvas_boxes_to_pixels(boxes[i, idx], factors[i], height, width)
         results.append(Detections(boxes_px.cpu().numpy(), decoded.labels[i, idx].cpu().numpy(),
                                   decoded.scores[i, idx].float().cpu().numpy(), (height, width)))
     return results

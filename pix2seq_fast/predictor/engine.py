@@ -10,9 +10,9 @@ def model_vocab(model) -> Vocab:
     return model.config.vocab
 
 
-def model_canvas(model) -> int:
-    """Side ``S`` of the square canvas images are padded to."""
-    return int(model.config.image_size)
+def model_canvas(model) -> tuple[int, int]:
+    """``(H, W)`` of the canvas images are padded to (a square unless the config says ``[H, W]``)."""
+    return model.config.canvas_hw
 
 
 def model_device(model) -> torch.device:

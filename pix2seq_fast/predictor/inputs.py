@@ -1,9 +1,17 @@
 """Caller images -> a list of float ``[3, H, W]`` tensors in [0, 1], and batches on the model canvas.
 
-Accepted images: a file path (``str`` / ``pathlib.Path``), a numpy ``uint8`` array ``[H, W]`` (gray),
+Accepted images: a file path (``str`` / ``pathlib.Path``), a numpy array ``[H, W]`` (gray),
 ``[H, W, 3]`` (RGB) or ``[H, W, 4]`` (RGBA, alpha dropped), a PIL image, or a tensor ``[3, H, W]``
 (float in [0, 1] or uint8). A list / tuple of these, or a ``[B, 3, H, W]`` tensor, is a batch; the
 images of a batch may have different sizes.
+
+Pixel rules (one for files, arrays and PIL images): 8-bit as is; 16-bit (``uint16`` arrays, PIL
+``I;16`` / ``I`` up to 65535, 16-bit files) scaled to 8 bits as ``round(v / 257)``; floating-point
+pixels are taken only as a float tensor ``[3, H, W]`` in [0, 1] (float arrays, PIL mode ``F`` images
+and float image files are refused, never truncated). A uint8 tensor whose
+first and last dimensions could both be channels (``[3, H, 3]``) is refused as ambiguous, and an
+image of more than ``MAX_IMAGE_PIXELS`` pixels is refused (files before they are decoded), each with
+a ``ValueError`` naming ``images[i]``.
 """
 from __future__ import annotations
 
@@ -57,17 +65,57 @@ def load_images(images) -> tuple[list[torch.Tensor], bool]:
         if isinstance(item, (str, os.PathLike)) and not os.path.exists(item):
             raise FileNotFoundError(f"images[{i}]: no such file: {os.fspath(item)}")
         try:
-            loaded.append(load_image(item))
+            loaded.append(load_image(_normalise(item)))
         except ValueError as e:
             raise ValueError(f"images[{i}]: {e}") from None
     return loaded, single
 
 
-class CanvasBatch(NamedTuple):
-    """Images resized (aspect kept) and padded bottom/right to the model's square canvas.
+def _check_pixels(height: int, width: int, name: str) -> None:
+    from pix2seq_fast.data.validate import MAX_IMAGE_PIXELS  # noqa: PLC0415
 
-    pixels ``[B, 3, S, S]`` float in [0, 1] on the model device; ``scales [B]`` float64 (resized side
-    = original side × scale, so canvas-normalised ``v`` is ``v * S / scale`` original pixels);
+    if height * width > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{name}: image of {height}x{width} pixels exceeds the limit of {MAX_IMAGE_PIXELS} pixels")
+
+
+def _normalise(item):
+    """Apply the pixel rules of the module doc; returns what ``preprocess.load_image`` takes."""
+    from pix2seq_fast.data.coco import decode_image, to_uint8_rgb  # noqa: PLC0415
+
+    if isinstance(item, (str, os.PathLike)):
+        return decode_image(item, f"image file {os.fspath(item)}")
+    if isinstance(item, torch.Tensor):
+        if item.ndim >= 2:
+            _check_pixels(int(item.shape[-2]), int(item.shape[-1]), "image tensor")
+        if (item.dtype == torch.uint8 and item.ndim == 3 and item.shape[0] in (1, 3, 4)
+                and item.shape[-1] in (1, 3, 4)):
+            raise ValueError(f"image tensor: uint8 shape {list(item.shape)} is ambiguous (CHW or HWC?); pass "
+                             "a [3, H, W] float tensor in [0, 1] or a numpy [H, W, C] array")
+        return item
+    if _is_pil(item):
+        _check_pixels(item.height, item.width, "PIL image")
+        if item.mode == "F":
+            raise ValueError("PIL image: mode F (float) pixels are refused (they would be truncated); pass "
+                             "a float tensor [3, H, W] in [0, 1]")
+        if item.mode == "I" or item.mode.startswith("I;16"):
+            array = np.asarray(item)
+            if array.size and (array.min() < 0 or array.max() > 65535):
+                raise ValueError(f"PIL image (mode {item.mode}): values must be 16-bit (0..65535)")
+            return to_uint8_rgb(array.astype(np.uint16), f"PIL image (mode {item.mode})")
+        return item
+    if isinstance(item, np.ndarray):
+        if item.ndim >= 2:
+            _check_pixels(int(item.shape[0]), int(item.shape[1]), "image array")
+        if item.dtype == np.uint16:
+            return to_uint8_rgb(item, "image array")
+    return item
+
+
+class CanvasBatch(NamedTuple):
+    """Images resized (aspect kept) and padded bottom/right to the model's canvas.
+
+    pixels ``[B, 3, H_c, W_c]`` float in [0, 1] on the model device; ``scales [B]`` float64 (TF's
+    unrounded resize factor; map coordinates with ``geometry.pixel_factors``, which is per axis);
     ``sizes`` the original ``(height, width)`` of each image.
     """
 
@@ -76,11 +124,11 @@ class CanvasBatch(NamedTuple):
     sizes: list[tuple[int, int]]
 
 
-def to_canvas(images: list[torch.Tensor], canvas: int, device) -> CanvasBatch:
-    """List of ``[3, H_i, W_i]`` -> ``CanvasBatch`` on ``device``."""
-    from pix2seq_fast.preprocess import resize_and_pad  # noqa: PLC0415
+def to_canvas(images: list[torch.Tensor], canvas, device) -> CanvasBatch:
+    """List of ``[3, H_i, W_i]`` -> ``CanvasBatch`` on ``device``; ``canvas``: a side or ``(H, W)``."""
+    from pix2seq_fast.preprocess import canvas_hw, resize_and_pad  # noqa: PLC0415
 
-    out = torch.empty(len(images), 3, canvas, canvas, dtype=torch.float32, device=device)
+    out = torch.empty(len(images), 3, *canvas_hw(canvas), dtype=torch.float32, device=device)
     scales = torch.empty(len(images), dtype=torch.float64)
     for i, img in enumerate(images):
         padded, scale = resize_and_pad(img, canvas)

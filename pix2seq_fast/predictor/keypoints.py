@@ -1,9 +1,11 @@
-"""Keypoint pipeline (SPEC §4): for each person box, crop twice the box (half its size of padding on
-every side, clipped to the image) from the original image, resize + pad the crop to the canvas,
+"""Keypoint pipeline (SPEC §4): for each person box, crop about twice the box from the original
+image with the authors' ``crop_to_bbox`` rule (``preprocess.crop_window``, the window training uses),
+resize + pad the crop to the canvas,
 encode all crops as one batch, prompt ``[12] ymin xmin ymax xmax class`` with the box in the crop's
 canvas coordinates, decode the 34 ``y x`` tokens with p 0.1 recording the coordinate log-probs,
 ``decode_keypoints`` (INVISIBLE → best coordinate token at that position), put points still missing
-at the box centre with v = 0, and map everything back to the original image."""
+at the box centre with v = 0, and map everything back to the original image (per axis, through
+the crop's rounded resized size: ``geometry.pixel_factors``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,7 +14,8 @@ import torch
 
 from pix2seq_fast.predictor import engine
 from pix2seq_fast.predictor.geometry import (canvas_points_to_pixels, person_crops,
-                                             pixel_boxes_to_canvas)
+                                             pixel_boxes_to_canvas, pixel_factors)
+from pix2seq_fast.preprocess import CROP_PAD_SCALE
 from pix2seq_fast.predictor.options import DecodeOptions
 from pix2seq_fast.results import Detections, Keypoints
 
@@ -23,12 +26,12 @@ VISIBLE, MISSING = 2.0, 0.0
 
 @dataclass(frozen=True)
 class KeypointOptions:
-    """person_category: category id of persons in the detection pass (COCO 1). crop_padding: box
-    size added on every side of the crop (0.5 → a crop twice the box). max_crops: crops encoded and
-    decoded per call."""
+    """person_category: category id of persons in the detection pass (COCO 1). crop_padding: the
+    authors' ``crop_to_bbox_pad_scale``, padding per side as a fraction of the box's whole-pixel
+    extent (0.5 → a crop about twice the box). max_crops: crops encoded and decoded per call."""
 
     person_category: int = 1
-    crop_padding: float = 0.5
+    crop_padding: float = CROP_PAD_SCALE
     max_crops: int = 64
 
     def __post_init__(self):
@@ -39,13 +42,14 @@ class KeypointOptions:
 
 
 class CropBatch:
-    """Person crops of one image list. pixels ``[n, 3, S, S]``, scales ``[n]`` float64 (crop resize
-    factors), windows ``[n, 4]`` int64 ``x0 y0 x1 y1`` in the original image, image ``[n]`` index,
-    image_sizes ``[n, 2]`` (height, width) of each crop's image."""
+    """Person crops of one image list. pixels ``[n, 3, H_c, W_c]`` (the canvas), factors ``[n, 2]``
+    float64 ``(f_y, f_x)`` crop pixels per canvas unit, windows ``[n, 4]`` int64 ``x0 y0 x1 y1``
+    (exclusive ends) in the original image, image ``[n]`` index, image_sizes ``[n, 2]`` (height,
+    width) of each crop's image."""
 
-    def __init__(self, images: list[torch.Tensor], persons: list[Detections], canvas: int,
+    def __init__(self, images: list[torch.Tensor], persons: list[Detections], canvas,
                  padding: float, device):
-        from pix2seq_fast.preprocess import resize_and_pad  # noqa: PLC0415
+        from pix2seq_fast.preprocess import canvas_hw, resize_and_pad  # noqa: PLC0415
 
         windows = [person_crops(torch.from_numpy(d.boxes_xyxy), *d.image_size, padding=padding)
                    for d in persons]
@@ -55,12 +59,13 @@ class CropBatch:
         self.image_sizes = torch.tensor([d.image_size for d in persons],
                                         dtype=torch.int64).reshape(-1, 2)[self.image]
         n = self.windows.shape[0]
-        self.pixels = torch.empty(n, 3, canvas, canvas, dtype=torch.float32, device=device)
-        self.scales = torch.empty(n, dtype=torch.float64)
+        self.pixels = torch.empty(n, 3, *canvas_hw(canvas), dtype=torch.float32, device=device)
         for j, ((x0, y0, x1, y1), i) in enumerate(zip(self.windows.tolist(), self.image.tolist())):
-            padded, scale = resize_and_pad(images[i][:, y0:y1, x0:x1], canvas)
+            padded, _ = resize_and_pad(images[i][:, y0:y1, x0:x1], canvas)
             self.pixels[j].copy_(padded)
-            self.scales[j] = float(scale)
+        crop_sizes = torch.stack([self.windows[:, 3] - self.windows[:, 1],
+                                  self.windows[:, 2] - self.windows[:, 0]], dim=1)
+        self.factors = pixel_factors(crop_sizes, canvas)
 
 
 def keypoints_batch(model, images: list[torch.Tensor], persons: list[Detections],
@@ -106,38 +111,37 @@ def _decode_crops(model, crops: CropBatch, boxes_px: torch.Tensor, labels: torch
     from pix2seq_fast.tasks.keypoints import keypoints_prompt  # noqa: PLC0415
 
     vocab = engine.model_vocab(model)
-    canvas = engine.model_canvas(model)
     n = boxes_px.shape[0]
     device = crops.pixels.device
     memory = engine.encode(model, crops.pixels)
     offset = crops.windows[:, :2].to(torch.float32)
     boxes_in_crop = boxes_px - offset.repeat(1, 2)
-    boxes_canvas = pixel_boxes_to_canvas(boxes_in_crop, canvas, crops.scales).clamp_(0.0, 1.0)
+    boxes_canvas = pixel_boxes_to_canvas(boxes_in_crop, crops.factors).clamp_(0.0, 1.0)
     prompts = keypoints_prompt(boxes_canvas.to(device), labels.to(device), vocab)
     out = engine.run_generate(
         model, memory, prompts, torch.full((n,), 6, dtype=torch.int64, device=device),
         torch.arange(n, device=device), 2 * NUM_KEYPOINTS, decode.sampling_config(DEFAULT_TOP_P),
         decode, record=(vocab.coord_offset, vocab.coord_offset + vocab.bins), stop_on_eos=False,
         generator=generator)
-    return keypoints_to_pixels(out.tokens, out.recorded, out.logprobs, vocab, canvas, crops.scales,
+    return keypoints_to_pixels(out.tokens, out.recorded, out.logprobs, vocab, crops.factors,
                                crops.windows, boxes_px, crops.image_sizes)
 
 
-def keypoints_to_pixels(tokens, coord_logprobs, token_logprobs, vocab, canvas: int,
-                        crop_scales: torch.Tensor, windows: torch.Tensor, boxes_px: torch.Tensor,
-                        image_sizes: torch.Tensor):
+def keypoints_to_pixels(tokens, coord_logprobs, token_logprobs, vocab, crop_factors: torch.Tensor,
+                        windows: torch.Tensor, boxes_px: torch.Tensor, image_sizes: torch.Tensor):
     """Generated keypoint tokens of crops -> (``[n, 17, 3]`` float32 ``x y v`` original pixels,
     ``[n]`` scores).
 
-    tokens ``[n, 34]``, coord_logprobs ``[n, 34, bins]``, token_logprobs ``[n, 34]``; crop_scales
-    ``[n]`` resize factors of the crops; windows ``[n, 4]`` crop ``x0 y0 x1 y1`` in the image;
+    tokens ``[n, 34]``, coord_logprobs ``[n, 34, bins]``, token_logprobs ``[n, 34]``; crop_factors
+    ``[n, 2]`` ``(f_y, f_x)`` crop pixels per canvas unit (``geometry.pixel_factors``); windows
+    ``[n, 4]`` crop ``x0 y0 x1 y1`` in the image;
     boxes_px ``[n, 4]`` the person boxes (xyxy pixels), whose centre takes missing points (v = 0).
     image_sizes ``[n, 2]`` (height, width) of each person's image: points are clipped to it."""
     from pix2seq_fast.tasks.keypoints import decode_keypoints  # noqa: PLC0415
 
     points, visible, scores = decode_keypoints(tokens, coord_logprobs, token_logprobs, vocab,
                                                NUM_KEYPOINTS)
-    xy = canvas_points_to_pixels(points.cpu(), canvas, crop_scales,
+    xy = canvas_points_to_pixels(points.cpu(), crop_factors,
                                  offset_xy=windows[:, :2].to(torch.float64))
     centre = ((boxes_px[:, :2] + boxes_px[:, 2:]) / 2).to(torch.float32)
     visible = visible.cpu()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from pix2seq_fast.predictor import engine
-from pix2seq_fast.predictor.geometry import canvas_points_to_pixels, pixel_boxes_to_canvas
+from pix2seq_fast.predictor.geometry import canvas_points_to_pixels, pixel_boxes_to_canvas, pixel_factors
 from pix2seq_fast.predictor.inputs import CanvasBatch
 from pix2seq_fast.predictor.options import DecodeOptions
 from pix2seq_fast.results import Detections, InstanceMasks
@@ -53,21 +53,20 @@ def segment_batch(model, batch: CanvasBatch, memory: torch.Tensor, instances: li
     from pix2seq_fast.tasks.segmentation import decode_segmentation_packed, segmentation_prompt  # noqa: PLC0415
 
     vocab = engine.model_vocab(model)
-    canvas = engine.model_canvas(model)
     device = memory.device
     k = int(options.num_samples)
     counts = [len(d) for d in instances]
     if sum(counts) == 0:
         return [InstanceMasks(d.boxes_xyxy, d.labels, d.scores, [], d.image_size) for d in instances]
     image_of_instance = torch.repeat_interleave(torch.arange(len(instances)), torch.tensor(counts))
-    scale_of_instance = batch.scales[image_of_instance]
+    factors_of_instance = pixel_factors(batch.sizes, engine.model_canvas(model))[image_of_instance]
     boxes_px = torch.cat([torch.from_numpy(d.boxes_xyxy) for d in instances])
     labels = torch.cat([torch.from_numpy(d.labels) for d in instances])
-    boxes_canvas = pixel_boxes_to_canvas(boxes_px, canvas, scale_of_instance).clamp_(0.0, 1.0)
+    boxes_canvas = pixel_boxes_to_canvas(boxes_px, factors_of_instance).clamp_(0.0, 1.0)
     prompts = segmentation_prompt(boxes_canvas.to(device), labels.to(device), vocab)
     prompts = prompts.repeat_interleave(k, dim=0)                      # [n * k, 6]
     seq_image = image_of_instance.repeat_interleave(k).to(device)      # [n * k]
-    seq_scale = scale_of_instance.repeat_interleave(k)
+    seq_factors = factors_of_instance.repeat_interleave(k, dim=0)     # [n * k, 2]
 
     chunks = []
     sampling = decode.sampling_config(DEFAULT_TOP_P)
@@ -79,7 +78,7 @@ def segment_batch(model, batch: CanvasBatch, memory: torch.Tensor, instances: li
             stop_on_eos=True, generator=generator)
         chunks.append(decode_segmentation_packed(out.tokens, vocab))
 
-    packed = pack_samples(concat_packed(chunks), k, canvas, seq_scale)
+    packed = pack_samples(concat_packed(chunks), k, seq_factors)
     sizes = torch.tensor([d.image_size for d in instances], dtype=torch.int64).reshape(-1, 2)
     sizes = sizes[image_of_instance]
     from pix2seq_fast.ops import rasterize_vote  # noqa: PLC0415
@@ -111,23 +110,24 @@ def concat_packed(chunks: list) -> "PackedSegmentation":
                               torch.cat(seqs))
 
 
-def pack_samples(decoded, num_samples: int, canvas: int, scales: torch.Tensor):
+def pack_samples(decoded, num_samples: int, factors: torch.Tensor):
     """Decoded samples -> ``PackedPolygons`` in original pixels (``x y``), ``num_samples``
     consecutive sequences per instance; tensor ops only.
 
     decoded: ``PackedSegmentation`` of all sequences (canvas-normalised ``y x`` points, part and
-    sequence offsets; ``decode_segmentation_packed``); scales ``[num_sequences]`` the resize factor
-    of each sequence's image."""
+    sequence offsets; ``decode_segmentation_packed``); factors ``[num_sequences, 2]`` the
+    ``(f_y, f_x)`` pixels per canvas unit of each sequence's image (``geometry.pixel_factors``)."""
     from pix2seq_fast.ops import PackedPolygons  # noqa: PLC0415
 
     part_offsets = decoded.part_offsets.cpu()
     seq_offsets = decoded.sequence_offsets.cpu()
     num_seq = seq_offsets.numel() - 1
-    if scales.shape != (num_seq,):
-        raise ValueError(f"scales must have shape [{num_seq}], got {tuple(scales.shape)}")
-    part_scale = torch.repeat_interleave(scales.to(torch.float64), seq_offsets.diff())
-    point_scale = torch.repeat_interleave(part_scale, part_offsets.diff())
-    coords = canvas_points_to_pixels(decoded.points.cpu()[:, None, :], canvas,
-                                     point_scale)[:, 0, :].to(torch.float64)
+    factors = torch.as_tensor(factors, dtype=torch.float64).cpu()
+    if tuple(factors.shape) != (num_seq, 2):
+        raise ValueError(f"factors must have shape [{num_seq}, 2], got {tuple(factors.shape)}")
+    part_factors = torch.repeat_interleave(factors, seq_offsets.diff(), dim=0)
+    point_factors = torch.repeat_interleave(part_factors, part_offsets.diff(), dim=0)
+    coords = canvas_points_to_pixels(decoded.points.cpu()[:, None, :],
+                                     point_factors)[:, 0, :].to(torch.float64)
     return PackedPolygons(coords.contiguous(), part_offsets.contiguous(), seq_offsets.contiguous(),
                           torch.arange(0, num_seq + 1, num_samples, dtype=torch.int64))

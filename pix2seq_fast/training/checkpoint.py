@@ -4,6 +4,11 @@ A checkpoint is one file ``step_{step:08d}.pt`` holding model, optimizer, schedu
 and the run config. It is written to a temporary file in the same directory, flushed and fsynced,
 then renamed over the final name, so a process killed while saving never leaves a half-written
 checkpoint under a final name: the last good one stays the newest valid file.
+
+Every file is read with ``torch.load(weights_only=True)``: a crafted pickle cannot run code. RNG
+states are stored as tensors and plain numbers for that reason (checkpoints of earlier versions,
+which hold numpy's state as an array, still load: only numpy's array reconstruction is allowed in
+addition).
 """
 from __future__ import annotations
 
@@ -24,13 +29,21 @@ def checkpoint_path(directory: str | os.PathLike, step: int) -> Path:
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """RNG states in a form ``torch.load(weights_only=True)`` reads (tensors, ints, floats, tuples)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    return {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):
+        numpy_state = (numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                       numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    np.random.set_state(numpy_state)
     random.setstate(state["python"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -79,6 +92,32 @@ def save_checkpoint(directory, step: int, state: dict, keep_last: int = 3) -> Pa
     return path
 
 
+def _numpy_globals() -> list:
+    """What an earlier checkpoint's numpy RNG array needs beyond the weights-only defaults."""
+    core = getattr(np, "_core", None) or np.core
+    found = [core.multiarray._reconstruct, np.ndarray, np.dtype]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None and hasattr(dtypes, "UInt32DType"):
+        found.append(dtypes.UInt32DType)
+    return found
+
+
+def load_checkpoint_file(path, map_location="cpu") -> dict:
+    """``torch.load(path, weights_only=True)`` of one checkpoint; ``ValueError`` naming the file when
+    it is not a readable checkpoint (truncated, not a torch file, or a pickle that would run code)."""
+    try:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"checkpoint {path} cannot be read safely ({type(err).__name__}: {first[:300]})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} does not hold a checkpoint dict (got {type(state).__name__})")
+    return state
+
+
 def load_latest_checkpoint(directory, map_location="cpu") -> dict | None:
     """The newest checkpoint that loads; unreadable ones (e.g. truncated by a crash) are skipped
     with a warning. ``None`` when there is none."""
@@ -86,9 +125,9 @@ def load_latest_checkpoint(directory, map_location="cpu") -> dict | None:
 
     for path in reversed(list_checkpoints(directory)):
         try:
-            state = torch.load(path, map_location=map_location, weights_only=False)
-        except Exception as err:  # a corrupt file must not stop the resume
-            warnings.warn(f"skipping unreadable checkpoint {path}: {err}", stacklevel=2)
+            state = load_checkpoint_file(path, map_location=map_location)
+        except ValueError as err:  # a corrupt file must not stop the resume
+            warnings.warn(f"skipping unreadable checkpoint: {err}", stacklevel=2)
             continue
         state["path"] = str(path)
         return state
@@ -107,11 +146,11 @@ def model_from_checkpoint(path, map_location="cpu"):
         if state is None:
             raise FileNotFoundError(f"no readable checkpoint in {path}")
     elif path.is_file():
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = load_checkpoint_file(path, map_location=map_location)
     else:
         raise FileNotFoundError(f"no checkpoint file or directory at {path}")
-    if not state.get("model_config"):
-        raise ValueError(f"checkpoint {path} holds no model_config")
+    if not isinstance(state.get("model_config"), dict) or not isinstance(state.get("model"), dict):
+        raise ValueError(f"checkpoint {path} holds no model_config / model state")
     tokenizer = Tokenizer.from_bytes(state["tokenizer"]) if state.get("tokenizer") else None
     model = Pix2Seq(ModelConfig.from_dict(state["model_config"]), tokenizer=tokenizer)
     model.load_state_dict(state["model"])

@@ -20,8 +20,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SPEC_TASK_WEIGHTS = {"detect": 0.1782, "segment": 0.7128, "caption": 0.099, "keypoints": 0.01}
 TASK_NAMES = ("detect", "segment", "keypoints", "caption")
+
+
+def _spec_task_weights() -> dict:
+    """SPEC §2 batch-mixing weights, from their one home (imported late: no torch at import)."""
+    from pix2seq_fast.data.mixing import DEFAULT_TASK_WEIGHTS  # noqa: PLC0415
+
+    return dict(DEFAULT_TASK_WEIGHTS)
 
 
 @dataclass
@@ -33,7 +39,7 @@ class TrainConfig:
     image_size: int = 0              # square canvas; 0 = the preset's
     # tasks and data
     tasks: tuple = TASK_NAMES
-    task_weights: dict = field(default_factory=lambda: dict(SPEC_TASK_WEIGHTS))
+    task_weights: dict = field(default_factory=_spec_task_weights)
     mixing: str = "batch"            # "batch": one batch of every task per step; "data": mixed batches
     data_dir: str = "data_out/synthetic"
     synthetic: dict = field(default_factory=dict)  # generate_dataset() kwargs used if data_dir is empty

@@ -37,9 +37,38 @@ def _prepare_out_dir(cfg: TrainConfig, resume: bool, dist: DistInfo) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
             (out / "metrics.jsonl").unlink(missing_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+            _write_config(out, cfg)
     barrier(dist)
     return out
+
+
+def _write_config(out: Path, cfg: TrainConfig) -> None:
+    """``config.json``; on ``--resume`` only once the checkpoint was accepted, so that a rejected
+    resume leaves the run folder as it was."""
+    tmp = out / "config.json.tmp"
+    tmp.write_text(json.dumps(cfg.to_dict(), indent=1))
+    tmp.replace(out / "config.json")
+
+
+def _resume(trainer, out: Path, cfg: TrainConfig, dist: DistInfo, say) -> int | None:
+    """Load the newest readable checkpoint (or raise); the step resumed from, None for a run that was
+    stopped before its first checkpoint (it starts again from step 0)."""
+    if trainer.resume():
+        if dist.is_main:
+            _trim_metrics(out / "metrics.jsonl", trainer.step)
+            _write_config(out, cfg)
+        say(f"[train] resumed from step {trainer.step}")
+        return trainer.step
+    found = list_checkpoints(out / "checkpoints")
+    if found:
+        raise ValueError(f"--resume: none of the {len(found)} checkpoint(s) in {out / 'checkpoints'} is readable "
+                         f"({', '.join(p.name for p in found)}); refusing to train again from step 0 into this "
+                         "run folder: remove them or choose another --out")
+    if dist.is_main:
+        _trim_metrics(out / "metrics.jsonl", 0)
+        _write_config(out, cfg)
+    say("[train] --resume: no checkpoint yet, starting from step 0")
+    return None
 
 
 def _trim_metrics(path: Path, step: int) -> None:
@@ -91,15 +120,7 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
             + (str({t: cfg.batch_size_of(t) for t in cfg.tasks}) if cfg.mixing == "batch" else str(cfg.batch_size))
             + f" x {cfg.repeat_augment} augmentations, {cfg.steps} steps")
         trainer = Trainer(cfg, model, dist)
-        resumed_from = None
-        if resume:
-            if trainer.resume():
-                resumed_from = trainer.step
-                if dist.is_main:
-                    _trim_metrics(out / "metrics.jsonl", trainer.step)
-                say(f"[train] resumed from step {trainer.step}")
-            else:
-                say("[train] --resume: no checkpoint yet, starting from step 0")
+        resumed_from = _resume(trainer, out, cfg, dist, say) if resume else None
         setup_s = time.perf_counter() - wall0
 
         def evaluate_now(step: int) -> None:
@@ -160,14 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None, config_dir=None) -> int:
+    from pix2seq_fast.cli import one_line  # noqa: PLC0415
+
     args = build_parser().parse_args(argv)
     try:
-        cfg = load_config(args.config, config_dir)
+        try:
+            cfg = load_config(args.config, config_dir)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a config file is user input: a .py may raise anything
+            raise ValueError(f"--config {args.config}: cannot be loaded ({one_line(e)})") from None
         overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
         if overrides:
             cfg = cfg.override(overrides)
         run(cfg, resume=args.resume, progress=not args.quiet)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"train/main.py: error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:  # every bad file or option: one line, no traceback
+        print(f"train/main.py: error: {one_line(e)}", file=sys.stderr)
         return 2
     return 0
