@@ -79,8 +79,8 @@ class BackboneEncoder(nn.Module):
             self.trunk.requires_grad_(False)
         mean, std = config.pixel_mean or (0.0, 0.0, 0.0), config.pixel_std or (1.0, 1.0, 1.0)
         self.normalize = bool(config.pixel_mean)
-        self.register_buffer("pixel_mean", torch.tensor(mean).reshape(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(std).reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_mean", torch.tensor(mean).reshape(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor(std).reshape(1, 3, 1, 1))
         self.trunk_cache = None
         self.dropout = nn.Dropout(config.dropout)
         self.stem_projection = nn.Linear(channels, config.enc_dim)

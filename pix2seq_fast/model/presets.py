@@ -7,6 +7,7 @@
 | vit-l       | ViT-L/16 24 x 1024, MLP 4096, 16 heads| 8 / 512 / 2048 / 16            | 3K    | 341M   |
 | r50         | ResNet-50 + 6 x 256 (MLP 1024, 8 h)   | 6 / 256 / 1024 / 8             | 3K    | 37M    |
 | tiny        | ViT/16 4 x 128, MLP 512, 4 heads     | 2 / 128 / 512 / 4              | 3.5K  | ~2.5M  |
+| tiny-lite0  | EfficientNet-Lite0 (ImageNet, frozen) to stride 16 | 2 / 128 / 512 / 4  | 3.5K  | ~1.9M (0.7M trainable) |
 | tiny-resnet | ResNet-18 + 2 x 128                  | 2 / 128 / 512 / 4              | 3.5K  | ~12M   |
 
 Decoder head dim is 32 everywhere. The tiny presets train on two CPU cores in minutes at 160 px.
@@ -14,6 +15,7 @@ Decoder head dim is 32 everywhere. The tiny presets train on two CPU cores in mi
 from __future__ import annotations
 
 from pix2seq_fast.model.config import ModelConfig
+from pix2seq_fast.model.pretrained import IMAGENET_MEAN, IMAGENET_STD
 from pix2seq_fast.vocab import Vocab
 
 DETECTION_VOCAB = Vocab(text_vocab_size=0)      # 3000 tokens: the authors' detection checkpoints
@@ -34,13 +36,17 @@ _PRESETS: dict[str, dict] = {
                 vocab=DETECTION_VOCAB),
     "tiny": dict(_TINY_DECODER, encoder="vit", patch_size=16, enc_layers=4, enc_dim=128, enc_mlp=512,
                  enc_heads=4, vocab=TINY_VOCAB),
+    "tiny-lite0": dict(_TINY_DECODER, encoder="cnn", backbone="tf_efficientnet_lite0", feature_stride=16,
+                       backbone_weights="package:efficientnet-lite0", freeze_backbone=True,
+                       pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD, enc_layers=0, enc_dim=128,
+                       enc_mlp=512, enc_heads=4, vocab=TINY_VOCAB),
     "tiny-resnet": dict(_TINY_DECODER, encoder="resnet", backbone="resnet18", enc_layers=2, enc_dim=128,
                         enc_mlp=512, enc_heads=4, vocab=TINY_VOCAB),
 }
 
 # SPEC §3 parameter counts (the registry test checks them within 2%).
 REFERENCE_PARAMS = {"vit-b": 132e6, "vit-b-det": 115e6, "vit-l": 341e6, "r50": 37e6}
-TINY_PRESETS = ("tiny", "tiny-resnet")
+TINY_PRESETS = ("tiny", "tiny-lite0", "tiny-resnet")
 
 
 def list_presets() -> list[str]:

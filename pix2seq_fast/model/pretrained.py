@@ -221,3 +221,12 @@ def _in_later_stage(key: str, own: dict) -> bool:
         return False
     stages = {int(k.split(".")[1]) for k in own if k.startswith("blocks.")}
     return bool(stages) and int(parts[1]) > max(stages)
+
+
+def load_backbone_weights(model) -> None:
+    """Load ``model.config.backbone_weights`` into the trunk of ``model``'s ``encoder="cnn"``."""
+    config = model.config
+    if config.encoder != "cnn" or not config.backbone_weights:
+        raise ValueError("load_backbone_weights: the model has no CNN trunk with backbone_weights set")
+    load_into(model.encoder.trunk, source_state_dict(config.backbone_weights, config.backbone),
+              what=f"backbone {config.backbone!r} ({config.backbone_weights})")

@@ -65,6 +65,7 @@ class TrainConfig:
     grad_clip: float = 1.0           # 0 disables clipping
     freeze_encoder_steps: int = 0    # the image encoder's lr stays 0 for these first steps
     encoder_lr_factor: float = 1.0   # the image encoder's lr is this times lr (after any freeze)
+    cache_backbone_features: bool = False  # memoise a frozen CNN trunk's outputs per distinct image
     accum_steps: int = 1
     compile: bool = False
     amp: str = "auto"                # "auto": bf16 autocast on GPU, fp32 on CPU; "bf16"; "none"

@@ -61,6 +61,14 @@ class Trainer:
             for name, p in self.model.named_parameters():
                 if name.startswith("encoder."):
                     p.requires_grad_(False)
+        if cfg.cache_backbone_features:
+            encoder = getattr(self.model, "encoder", None)
+            if not getattr(encoder, "frozen", False):
+                raise ValueError("cache_backbone_features needs a frozen CNN trunk: set model_overrides "
+                                 "encoder='cnn' and freeze_backbone=True")
+            from pix2seq_fast.training.feature_cache import TrunkFeatureCache  # noqa: PLC0415
+
+            encoder.trunk_cache = TrunkFeatureCache()
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps)
         self.scheduler = build_scheduler(self.optimizer, cfg.warmup_steps, cfg.steps, cfg.end_lr_factor,
                                          cfg.freeze_encoder_steps, cfg.encoder_lr_factor)

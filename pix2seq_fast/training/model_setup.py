@@ -41,7 +41,8 @@ def check_fits(config, cfg: TrainConfig, tokenizer) -> None:
 
 
 def build_model(cfg: TrainConfig, tokenizer=None):
-    """A fresh ``Pix2Seq`` (weights from the global torch RNG), or the ``init_from`` weights loaded
+    """A fresh ``Pix2Seq`` (weights from the global torch RNG; a CNN trunk's from its
+    ``backbone_weights`` source), or the ``init_from`` weights loaded
     into the configured architecture (their shapes must match; the model keeps ``tokenizer``)."""
     from pix2seq_fast.model import Pix2Seq  # noqa: PLC0415
     from pix2seq_fast.model.checkpoint import check_state_dict  # noqa: PLC0415
@@ -49,6 +50,10 @@ def build_model(cfg: TrainConfig, tokenizer=None):
     config = model_config(cfg)
     check_fits(config, cfg, tokenizer)
     model = Pix2Seq(config, tokenizer=tokenizer)
+    if config.backbone_weights and not cfg.init_from:
+        from pix2seq_fast.model.pretrained import load_backbone_weights  # noqa: PLC0415
+
+        load_backbone_weights(model)
     if cfg.init_from:
         if not Path(cfg.init_from).is_dir():
             raise FileNotFoundError(f"init_from {cfg.init_from!r} is not a save_pretrained() directory")
