@@ -73,10 +73,17 @@ def _union(*parts) -> torch.Tensor:
     return torch.unique(torch.cat([torch.as_tensor(p, dtype=torch.int64).reshape(-1) for p in parts]))
 
 
-@functools.lru_cache(maxsize=64)
 def task_constraint(task: str, vocab, *, allow_end: bool = False, exact_class_scores: bool = True) -> TokenConstraint:
     """The grammar of ``task`` (one of ``TASKS``) on ``vocab`` (module docstring); memoised, so that
     the projection slices cached per decoder are reused across calls."""
+    if task not in TASKS:
+        raise ValueError(f"task_constraint: task must be one of {TASKS}, got {task!r}")
+    return _task_constraint(task, vocab, bool(allow_end) and task == "detect",
+                            bool(exact_class_scores) or task != "detect")
+
+
+@functools.lru_cache(maxsize=64)
+def _task_constraint(task: str, vocab, allow_end: bool, exact_class_scores: bool) -> TokenConstraint:
     coords = _span(vocab.coord_offset, vocab.coord_offset + vocab.bins)
     if task == "detect":
         classes = _span(vocab.class_offset, vocab.class_offset + vocab.num_classes)
