@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from pix2seq_fast.training.checkpoint import (
-    list_checkpoints, load_latest_checkpoint, save_checkpoint)
+    checkpoint_path, list_checkpoints, load_checkpoint_file, load_latest_checkpoint, model_from_checkpoint,
+    rng_state, save_checkpoint, set_rng_state)
 from pix2seq_fast.training.schedule import build_scheduler, warmup_linear_decay
 
 
@@ -30,6 +31,60 @@ def test_unreadable_newest_checkpoint_is_skipped(tmp_path):
     with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
         state = load_latest_checkpoint(tmp_path)
     assert state["step"] == 1
+
+
+class _Payload:
+    """A pickle that runs code when loaded without weights_only: it would create ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_crafted_pickle_cannot_run_code(tmp_path):
+    marker = tmp_path / "pwned"
+    ckpt_dir = tmp_path / "checkpoints"
+    good = save_checkpoint(ckpt_dir, 1, {"value": torch.tensor(1)})
+    torch.save({"model": {}, "step": 2, "evil": _Payload(marker)}, checkpoint_path(ckpt_dir, 2))
+    with pytest.raises(ValueError, match=r"step_00000002\.pt cannot be read safely"):
+        load_checkpoint_file(checkpoint_path(ckpt_dir, 2))
+    with pytest.raises(ValueError, match="cannot be read safely"):
+        model_from_checkpoint(checkpoint_path(ckpt_dir, 2))
+    with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
+        assert load_latest_checkpoint(ckpt_dir)["path"] == str(good)
+    assert not marker.exists()
+
+
+def test_rng_state_round_trips_and_old_numpy_states_load(tmp_path):
+    import random
+
+    import numpy as np
+    save_checkpoint(tmp_path / "new", 1, {})  # records the RNG states of this moment
+    draws = (torch.rand(3), np.random.rand(3), random.random())
+    loaded = load_latest_checkpoint(tmp_path / "new")
+    set_rng_state(loaded["rng"])
+    assert torch.equal(torch.rand(3), draws[0]) and np.array_equal(np.random.rand(3), draws[1])
+    assert random.random() == draws[2]
+    assert isinstance(rng_state()["numpy"], dict)  # no numpy array in new checkpoints
+    (tmp_path / "old").mkdir()
+    old = {"step": 3, "rng": {**loaded["rng"], "numpy": np.random.get_state()}}  # an earlier version's file
+    torch.save(old, checkpoint_path(tmp_path / "old", 3))
+    restored = load_latest_checkpoint(tmp_path / "old")
+    set_rng_state(restored["rng"])
+    expected = np.random.rand(2)
+    np.random.set_state(old["rng"]["numpy"])
+    assert np.array_equal(np.random.rand(2), expected)
+
+
+def test_not_a_checkpoint_dict(tmp_path):
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="does not hold a checkpoint dict"):
+        load_checkpoint_file(tmp_path / "list.pt")
+    torch.save({"step": 1}, tmp_path / "nomodel.pt")
+    with pytest.raises(ValueError, match="no model_config"):
+        model_from_checkpoint(tmp_path / "nomodel.pt")
 
 
 def test_no_checkpoint_gives_none(tmp_path):

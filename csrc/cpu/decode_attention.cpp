@@ -12,6 +12,13 @@
 // The bodies are always-inline templates instantiated three times, for AVX-512, AVX2+FMA and the
 // baseline ISA, and the best one the CPU supports is chosen at run time (or the one named by the
 // environment variable P2S_CPU_ISA = baseline | avx2 | avx512).
+//
+// Non-finite inputs follow the reference's one rule: a query row whose visible scores (keys
+// j < its limit) or visible values hold a NaN or +-inf, or whose output overflows, comes out all
+// NaN; keys and values past the limit never matter. The single path reads only visible keys and
+// flags a non-finite score or output; a grouped lane that meets a non-finite score or output (its
+// tiles may hold keys only other lanes see) is computed again on the single path, so on finite
+// inputs the check costs one compare per score.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -20,6 +27,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -108,6 +116,30 @@ struct Lanes {
     return (x4[0] + x4[2]) + (x4[1] + x4[3]);
   }
 };
+
+// count + 1 in the lanes where x is NaN / +-inf (x - x is 0 only for finite x).
+template <int BITS>
+inline __attribute__((always_inline)) Lanes<BITS> lanes_count_nonfinite(const Lanes<BITS>& count,
+                                                                        const Lanes<BITS>& x) {
+  typedef typename Lanes<BITS>::nv nv;
+  Lanes<BITS> out;
+#pragma GCC unroll 4
+  for (int i = 0; i < Lanes<BITS>::R; ++i) {
+    const nv zero = nv{};
+    out.r[i] = (x.r[i] - x.r[i]) == zero ? count.r[i] : count.r[i] + 1.0f;
+  }
+  return out;
+}
+
+// 0 for a finite x, 1 for NaN / +-inf.
+P2S_ALWAYS_INLINE float nonfinite(float x) { return std::fabs(x) <= FLT_MAX ? 0.0f : 1.0f; }
+
+// True when one of o[0], o[stride], ..., o[(D - 1) * stride] is NaN / +-inf.
+P2S_ALWAYS_INLINE bool any_nonfinite(const float* o, int D, int stride) {
+  float bad = 0.0f;
+  for (int d = 0; d < D; ++d) bad += nonfinite(o[d * stride]);
+  return bad > 0.0f;
+}
 
 // std::max(a, b) lane by lane (same NaN behaviour: (a < b) ? b : a).
 template <int BITS>
@@ -280,13 +312,17 @@ struct Scratch {
 };
 
 template <typename T, int DS, int VECTOR_BITS>
+P2S_ALWAYS_INLINE void single_item(const Problem& p, const QueryRow* rows, const WorkItem& w,
+                                   const Scratch& s, float* partials);
+
+template <typename T, int DS, int VECTOR_BITS>
 P2S_ALWAYS_INLINE void grouped_item(const Problem& p, const QueryRow* rows, const WorkItem& w,
                                     const Scratch& s, float* partials) {
   using V = Lanes<VECTOR_BITS>;
   const int D = DS ? DS : p.head_dim;
   const T* q = static_cast<const T*>(p.q);
   alignas(64) float limit[kLanes], m[kLanes], l[kLanes], alpha[kLanes], shift[kLanes],
-      tile_max[kLanes], tile_sum[kLanes];
+      tile_max[kLanes], tile_sum[kLanes], bad[kLanes];
   int max_limit = 0, min_limit = 1 << 30;
   for (int lane = 0; lane < kLanes; ++lane) {
     if (lane < w.count) {
@@ -302,6 +338,7 @@ P2S_ALWAYS_INLINE void grouped_item(const Problem& p, const QueryRow* rows, cons
     }
     m[lane] = -INFINITY;
     l[lane] = 0.0f;
+    bad[lane] = 0.0f;
   }
   std::memset(s.ot, 0, sizeof(float) * D * kLanes);
   const T* kbase = static_cast<const T*>(p.k) + w.n * p.k_sn + w.h * p.k_sh;
@@ -314,9 +351,14 @@ P2S_ALWAYS_INLINE void grouped_item(const Problem& p, const QueryRow* rows, cons
     grouped_scores<DS, Blocking<VECTOR_BITS>::keys, VECTOR_BITS>(s.qt, keys, ks, nk, D, s.scores);
     for (int lane = 0; lane < kLanes; ++lane) tile_max[lane] = -INFINITY;
     if (t0 + nk <= min_limit) {
-      V tmax = V::load(tile_max);
-      for (int j = 0; j < nk; ++j) tmax = lanes_max(tmax, V::load(s.scores + j * kLanes));
+      V tmax = V::load(tile_max), nbad = V::load(bad);
+      for (int j = 0; j < nk; ++j) {
+        const V score = V::load(s.scores + j * kLanes);
+        tmax = lanes_max(tmax, score);
+        nbad = lanes_count_nonfinite(nbad, score);
+      }
       tmax.store(tile_max);
+      nbad.store(bad);
     } else {
       for (int j = 0; j < nk; ++j) {
         const float key = static_cast<float>(t0 + j);
@@ -326,6 +368,7 @@ P2S_ALWAYS_INLINE void grouped_item(const Problem& p, const QueryRow* rows, cons
           const float x = key < limit[lane] ? score : -INFINITY;
           s.scores[j * kLanes + lane] = x;
           tile_max[lane] = std::max(tile_max[lane], x);
+          bad[lane] += nonfinite(score);  // also keys the lane does not see: rechecked below
         }
       }
     }
@@ -356,6 +399,9 @@ P2S_ALWAYS_INLINE void grouped_item(const Problem& p, const QueryRow* rows, cons
     const float* values = rows_as_float(vbase + t0 * p.v_sl, p.v_sl, nk, D, s.values, &vs);
     grouped_accumulate<DS, Blocking<VECTOR_BITS>::dims, VECTOR_BITS>(s.scores, values, vs, nk, D, s.ot);
   }
+  int recheck[kLanes], rechecks = 0;
+  for (int lane = 0; lane < w.count; ++lane)
+    if (bad[lane] > 0.0f || any_nonfinite(s.ot + lane, D, kLanes)) recheck[rechecks++] = lane;
   if (partials) {
     for (int lane = 0; lane < w.count; ++lane) {
       float* dst = partials + lane * (D + 2);
@@ -371,6 +417,15 @@ P2S_ALWAYS_INLINE void grouped_item(const Problem& p, const QueryRow* rows, cons
       for (int d = 0; d < D; ++d) dst[d] = from_float<T>(da::normalize(s.ot[d * kLanes + lane], l[lane]));
     }
   }
+  // Lanes that met a NaN / inf (perhaps only in keys they do not see) again on the single path,
+  // which reads only the lane's own visible keys; it reuses the scratch, so after every write above.
+  for (int i = 0; i < rechecks; ++i) {
+    WorkItem one = w;
+    one.first = w.first + recheck[i];
+    one.count = 1;
+    one.grouped = false;
+    single_item<T, DS, VECTOR_BITS>(p, rows, one, s, partials ? partials + recheck[i] * (D + 2) : nullptr);
+  }
 }
 
 // ---- single path: one query row at a time, vectorised over the head dimension ----------------
@@ -379,7 +434,7 @@ P2S_ALWAYS_INLINE void single_item(const Problem& p, const QueryRow* rows, const
                                    const Scratch& s, float* partials) {
   const int D = DS ? DS : p.head_dim;
   const T* q = static_cast<const T*>(p.q);
-  float m[kLanes], l[kLanes];
+  float m[kLanes], l[kLanes], bad[kLanes];
   int max_limit = 0;
   for (int r = 0; r < w.count; ++r) {
     const QueryRow& row = rows[w.first + r];
@@ -388,6 +443,7 @@ P2S_ALWAYS_INLINE void single_item(const Problem& p, const QueryRow* rows, const
     for (int d = 0; d < D; ++d) s.ot[r * D + d] = 0.0f;
     m[r] = -INFINITY;
     l[r] = 0.0f;
+    bad[r] = 0.0f;
     max_limit = std::max(max_limit, row.limit);
   }
   const T* kbase = static_cast<const T*>(p.k) + w.n * p.k_sn + w.h * p.k_sh;
@@ -416,6 +472,7 @@ P2S_ALWAYS_INLINE void single_item(const Problem& p, const QueryRow* rows, const
           const float dot = acc.sum();
           scores[j] = dot;
           tile_max = std::max(tile_max, dot);
+          bad[r] += nonfinite(dot);
         }
       } else {
         for (int j = 0; j < nr; ++j) {
@@ -425,6 +482,7 @@ P2S_ALWAYS_INLINE void single_item(const Problem& p, const QueryRow* rows, const
           for (int d = 0; d < D; ++d) acc += qr[d] * kj[d];
           scores[j] = acc;
           tile_max = std::max(tile_max, acc);
+          bad[r] += nonfinite(acc);
         }
       }
       const float m_new = std::max(m[r], tile_max);
@@ -464,16 +522,17 @@ P2S_ALWAYS_INLINE void single_item(const Problem& p, const QueryRow* rows, const
   }
   for (int r = 0; r < w.count; ++r) {
     const float* o = s.ot + r * D;
+    const bool nan_row = bad[r] > 0.0f || any_nonfinite(o, D, 1);
     if (partials) {
       float* dst = partials + r * (D + 2);
       dst[0] = m[r];
       dst[1] = l[r];
-      for (int d = 0; d < D; ++d) dst[2 + d] = o[d];
+      for (int d = 0; d < D; ++d) dst[2 + d] = nan_row ? NAN : o[d];  // a NaN survives the merge
     } else {
       const QueryRow& row = rows[w.first + r];
       T* dst = static_cast<T*>(p.out) +
                ((static_cast<int64_t>(row.b) * p.heads + w.h) * p.num_queries + row.t) * D;
-      for (int d = 0; d < D; ++d) dst[d] = from_float<T>(da::normalize(o[d], l[r]));
+      for (int d = 0; d < D; ++d) dst[d] = from_float<T>(nan_row ? NAN : da::normalize(o[d], l[r]));
     }
   }
 }
@@ -585,7 +644,8 @@ void merge_partials(const Problem& p, const QueryRow* rows, const WorkItem& w, i
     }
     const QueryRow& row = rows[w.first + r];
     T* dst = out + ((static_cast<int64_t>(row.b) * p.heads + w.h) * p.num_queries + row.t) * D;
-    for (int d = 0; d < D; ++d) dst[d] = from_float<T>(da::normalize(o[d], l_all));
+    const bool nan_row = any_nonfinite(o, D, 1);  // a NaN partial (see single_item) or an overflow
+    for (int d = 0; d < D; ++d) dst[d] = from_float<T>(nan_row ? NAN : da::normalize(o[d], l_all));
   }
 }
 

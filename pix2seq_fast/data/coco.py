@@ -28,6 +28,7 @@ import contextlib
 import io
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass, field
 
@@ -41,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CocoCaptions", "CocoFormatError", "CocoInstances", "ImageInfo", "ImageReadError", "Instances",
            "MAX_IMAGE_PIXELS", "ON_ERROR", "decode_image", "read_image", "to_uint8_rgb"]
+
+
+_PIL_LOCK = threading.Lock()
 
 
 class ImageReadError(ValueError):
@@ -125,15 +129,17 @@ def _header_size(path: str) -> tuple[int, int] | None:
         from PIL import Image  # noqa: PLC0415
     except ImportError:  # pragma: no cover - pillow is a dependency
         return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as im:
-                return int(im.height), int(im.width)
-    except Image.DecompressionBombError as e:
-        raise ImageReadError(f"{path}: image exceeds the limit of {MAX_IMAGE_PIXELS} pixels ({e})") from None
-    except Exception:  # noqa: BLE001 - not a format PIL reads; opencv decides below
-        return None
+    with _PIL_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our limit, with the size in the message
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(path) as im:
+                    return int(im.height), int(im.width)
+        except Exception:  # noqa: BLE001 - not a format PIL reads; opencv decides below
+            return None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def decode_image(path, name: str | None = None) -> np.ndarray:

@@ -122,7 +122,7 @@ def generate(model, memory: torch.Tensor, prompts: torch.Tensor, prompt_lengths:
              record: tuple[int, int] | None = None, stop_on_eos: bool = False,
              generator: torch.Generator | None = None, *, eos_token: int | torch.Tensor | None = None,
              attention_backend: str = "auto", sampling_backend: str | None = None, check_every: int = 8,
-             compile: bool = False) -> GenerationOutput:
+             compile: bool = False, constraint=None) -> GenerationOutput:
     """Generate ``max_new_tokens`` tokens after each prompt.
 
     ``memory[N_img, S, D]`` from ``model.encode``; ``prompts[B, P]`` right-padded, row b's prompt is
@@ -132,8 +132,17 @@ def generate(model, memory: torch.Tensor, prompts: torch.Tensor, prompt_lengths:
     every row has (checked every ``check_every`` steps); otherwise all ``max_new_tokens`` are generated
     (fixed-length detection mode). ``attention_backend`` / ``sampling_backend`` (default
     ``sampling.backend``) choose the ops' implementations. ``compile`` wraps the decode step in
-    ``torch.compile``.
+    ``torch.compile``. ``constraint`` (a ``constrained.TokenConstraint``, e.g.
+    ``constrained.task_constraint(task, vocab)``): sample only the tokens the task's grammar allows at
+    each position and project only those (``generation/constrained.py``; None = unconstrained).
     """
+    if constraint is not None:
+        from pix2seq_fast.generation.constrained import generate_constrained  # noqa: PLC0415
+
+        return generate_constrained(model, memory, prompts, prompt_lengths, image_index, max_new_tokens,
+                                    sampling, record, stop_on_eos, generator, constraint, eos_token=eos_token,
+                                    attention_backend=attention_backend, sampling_backend=sampling_backend,
+                                    check_every=check_every)
     prompt_lengths, image_index, max_prompt = check_generate_args(
         model, memory, prompts, prompt_lengths, image_index, max_new_tokens, sampling, record)
     if not isinstance(check_every, int) or check_every < 1:

@@ -36,9 +36,16 @@ def cached_decoder_pass(decoder, cache: KVCache, tokens: torch.Tensor, positions
     return x
 
 
+def decode_hidden(decoder, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor,
+                  image_index: torch.Tensor, image_lengths: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """One new token per row: ``tokens[B]`` at ``positions[B]`` -> hidden state before the final LN
+    ``[B, D]`` (constrained decoding projects it onto a slice of the vocabulary)."""
+    hidden = cached_decoder_pass(decoder, cache, tokens[:, None], positions[:, None], positions,
+                                 positions + 1, image_index, image_lengths, backend)
+    return hidden[:, 0]
+
+
 def decode_step(decoder, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor,
                 image_index: torch.Tensor, image_lengths: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """One new token per row: ``tokens[B]`` at ``positions[B]`` -> next-token logits ``[B, V]``."""
-    hidden = cached_decoder_pass(decoder, cache, tokens[:, None], positions[:, None], positions,
-                                 positions + 1, image_index, image_lengths, backend)
-    return decoder.logits(hidden[:, 0])
+    return decoder.logits(decode_hidden(decoder, cache, tokens, positions, image_index, image_lengths, backend))

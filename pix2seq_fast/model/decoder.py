@@ -44,6 +44,9 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.dec_layers))
         self.norm = LayerNorm(d)
         self.output_bias = nn.Parameter(torch.zeros(v))
+        # Inference hook: a module computing the output layer instead of the tied fp32 embedding
+        # (``model.quantize.quantize_decoder`` sets a low-precision copy here).
+        self.output_projection: nn.Module | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -61,6 +64,8 @@ class Decoder(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[..., D] -> [..., V]``: final LN, tied embedding, output bias."""
+        if self.output_projection is not None:
+            return self.output_projection(self.norm(hidden))
         return F.linear(self.norm(hidden), self.token_embedding.weight, self.output_bias)
 
     def forward(self, tokens: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:

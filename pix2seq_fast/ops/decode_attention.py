@@ -54,7 +54,12 @@ def visible_limits(lengths: torch.Tensor, num_queries: int, causal: bool) -> tor
 
 
 def decode_attention_ref(q, k, v, lengths, kv_index=None, causal=True, scale=None):
-    """Pure-PyTorch decode attention (masked softmax in fp32); see the module docstring."""
+    """Pure-PyTorch decode attention (masked softmax in fp32); see the module docstring.
+
+    Non-finite inputs (the rule every backend follows): the output row ``[b, h, t, :]`` is all NaN
+    when a score it sees (``q[b, h, t] . k[j]`` for visible ``j``) or a value it sees is NaN / +-inf,
+    or when its output overflows float32; keys and values it does not see never matter.
+    """
     batch, heads, num_queries, head_dim = q.shape
     max_keys = k.shape[2]
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
@@ -63,10 +68,17 @@ def decode_attention_ref(q, k, v, lengths, kv_index=None, causal=True, scale=Non
         v = v.index_select(0, kv_index)
     scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale  # [B, H, Tq, L]
     limit = visible_limits(lengths, num_queries, causal)  # [B, Tq]
-    visible = torch.arange(max_keys, device=q.device).view(1, 1, -1) < limit.unsqueeze(-1)
-    scores = scores.masked_fill(~visible.unsqueeze(1), float("-inf"))
+    visible = (torch.arange(max_keys, device=q.device).view(1, 1, -1) < limit.unsqueeze(-1)).unsqueeze(1)
+    values = v.float()  # [B, H, L, D]
+    finite_values = torch.isfinite(values)
+    nan_row = ((~torch.isfinite(scores) & visible).any(-1)  # [B, H, Tq]
+               | (visible & ~finite_values.all(-1).unsqueeze(2)).any(-1))
+    scores = scores.masked_fill(~visible | nan_row.unsqueeze(-1), float("-inf")).masked_fill(
+        nan_row.unsqueeze(-1) & visible, 0.0)
     probs = torch.softmax(scores, dim=-1)
-    return torch.matmul(probs, v.float()).to(q.dtype)
+    out = torch.matmul(probs, torch.where(finite_values, values, 0.0))  # [B, H, Tq, D]
+    nan_row |= ~torch.isfinite(out).all(-1)
+    return out.masked_fill(nan_row.unsqueeze(-1), float("nan")).to(q.dtype)
 
 
 def kv_append_ref(k_cache, v_cache, k_new, v_new, start):

@@ -31,7 +31,7 @@ _TASK_OPTIONS = {
 def predict(model, images, task: str = "detect", *, batch_size: int = 8, progress: bool = False,
             device=None, top_p: float | None = None, top_k: int = 0, temperature: float = 1.0,
             rule: str = "pix2seq", greedy: bool = False, seed: int | None = None,
-            sampling_backend: str = "auto", attention_backend: str = "auto",
+            sampling_backend: str = "auto", attention_backend: str = "auto", constrained: bool = False,
             boxes=None, labels=None, scores=None, **task_options):
     """Run ``task`` on ``images`` with ``model``.
 
@@ -42,7 +42,8 @@ def predict(model, images, task: str = "detect", *, batch_size: int = 8, progres
     device: move the model there first (default: where the model is).
     Decoding (:class:`DecodeOptions`): top_p (default per task: 0.4 / 0.8 / 0.1 / 1.0), top_k,
         temperature, rule (``"pix2seq"`` | ``"standard"``), greedy, seed, sampling_backend,
-        attention_backend.
+        attention_backend, constrained (sample only what the task's grammar allows at each position;
+        off by default).
     boxes / labels / scores (segment, keypoints): instances given by the caller instead of the
         model's detection pass: per image ``[n_i, 4]`` pixel ``xyxy`` boxes, ``[n_i]`` category ids
         (keypoints default: the person category), ``[n_i]`` scores (default 1.0). A single-image call
@@ -79,7 +80,7 @@ def predict(model, images, task: str = "detect", *, batch_size: int = 8, progres
     items, single = as_image_list(images)
     decode = DecodeOptions(top_p=top_p, top_k=top_k, temperature=temperature, rule=rule,
                            greedy=greedy, seed=seed, sampling_backend=sampling_backend,
-                           attention_backend=attention_backend)
+                           attention_backend=attention_backend, constrained=bool(constrained))
     given = None
     if boxes is not None:
         given = (split_per_image(boxes, "boxes", len(items), single, 2),

@@ -35,11 +35,18 @@ def encode(model, pixels: torch.Tensor) -> torch.Tensor:
 
 def run_generate(model, memory, prompts, prompt_lengths, image_index, max_new_tokens, sampling,
                  decode, record=None, stop_on_eos=False, generator=None):
-    """``generation.generate`` in inference mode with the attention backend of ``decode``.
-    Returns its ``GenerationOutput``."""
+    """``generation.generate`` in inference mode with the attention backend of ``decode``; with
+    ``decode.constrained`` under the grammar of the task that the prompts' first token names (PAD
+    allowed as the end when ``stop_on_eos``). Returns its ``GenerationOutput``."""
     from pix2seq_fast.generation import generate  # noqa: PLC0415
 
+    constraint = None
+    if getattr(decode, "constrained", False):
+        from pix2seq_fast.generation.constrained import constraint_for_prompts  # noqa: PLC0415
+
+        constraint = constraint_for_prompts(prompts, model_vocab(model), allow_end=bool(stop_on_eos))
     with torch.inference_mode():
         return generate(model, memory, prompts, prompt_lengths, image_index, int(max_new_tokens),
                         sampling=sampling, record=record, stop_on_eos=stop_on_eos,
-                        generator=generator, attention_backend=decode.attention_backend)
+                        generator=generator, attention_backend=decode.attention_backend,
+                        constraint=constraint)

@@ -23,6 +23,9 @@ class DecodeOptions:
         torch's global RNG).
     sampling_backend / attention_backend: ``"auto"|"ref"|"cpp"|"cuda"|"triton"`` for the sampling
         and decode-attention ops.
+    constrained: sample each token only among those the task's grammar allows at its position and
+        compute the output layer only on them (``generation/constrained.py``); off by default (the
+        authors' decoding). Detection scores stay the full-vocabulary ones.
     """
 
     top_p: float | None = None
@@ -33,6 +36,7 @@ class DecodeOptions:
     seed: int | None = None
     sampling_backend: str = "auto"
     attention_backend: str = "auto"
+    constrained: bool = False
 
     def __post_init__(self):
         if self.top_p is not None and not 0.0 < float(self.top_p) <= 1.0:

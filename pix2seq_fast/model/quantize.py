@@ -1,0 +1,125 @@
+"""Lower-precision decoder weights for inference: weight-only int8 or bf16 linear layers.
+
+At batch 1 a decode step reads every decoder weight and the whole output embedding once (~170 MB in
+fp32 for vit-b with the 35K vocabulary), so its time is those bytes over the memory bandwidth.
+:func:`quantize_decoder` replaces, in place, every ``nn.Linear`` of the decoder's layers and the tied
+output projection with a :class:`LowPrecisionLinear` that keeps
+
+- ``"int8"``: symmetric per-output-channel int8 weights, ``w ≈ q * scale[n]`` with
+  ``scale[n] = max_k |w[n, k]| / 127`` (a quarter of the fp32 bytes), or
+- ``"bf16"``: the weights rounded to bfloat16 (half the bytes),
+
+and computes ``x @ w.T`` with fp32 activations and fp32 accumulation (the ``lowp_linear`` C++ kernel
+on the CPU for up to ``LowPrecisionLinear.KERNEL_MAX_ROWS`` rows; otherwise, and on other devices,
+``F.linear`` with the dequantised weight). The encoder, the projection, embeddings, LayerNorms and
+the KV caches stay fp32. The token embedding used for *input* lookups keeps its fp32 values (the
+output projection holds its own low-precision copy).
+
+Measured error (``tests/test_low_precision.py``, which asserts these bounds, and README Benchmarks):
+the maximum |logit difference| to the fp32 model and the greedy-decode agreement on
+``tf_parity/tiny_a`` and on a vit-b-sized random decoder.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DTYPES = ("int8", "bf16")
+
+
+def _kernel():
+    from pix2seq_fast._ext import load_extension  # noqa: PLC0415
+
+    if load_extension() is None or not hasattr(torch.ops.pix2seq_fast, "lowp_linear"):
+        return None
+    return torch.ops.pix2seq_fast.lowp_linear
+
+
+class LowPrecisionLinear(nn.Module):
+    """``y = x @ dequant(weight).T + bias`` with int8 (+ per-row fp32 ``scale``) or bf16 weights.
+
+    ``weight [N, K]`` int8 or bfloat16, ``scale [N]`` fp32 (int8 only), ``bias [N]`` fp32 or None.
+    ``forward(x[..., K]) -> [..., N]`` fp32."""
+
+    KERNEL_MAX_ROWS = 32  # beyond this a dequantised fp32 GEMM (MKL) is faster than the GEMV kernel
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: str = "int8"):
+        super().__init__()
+        if dtype not in DTYPES:
+            raise ValueError(f"LowPrecisionLinear: dtype must be one of {DTYPES}, got {dtype!r}")
+        if weight.dim() != 2:
+            raise ValueError(f"LowPrecisionLinear: weight must be [N, K], got {tuple(weight.shape)}")
+        w = weight.detach().float()
+        self.dtype_name = dtype
+        self.out_features, self.in_features = w.shape
+        if dtype == "int8":
+            scale = (w.abs().amax(dim=1) / 127.0).clamp_min(torch.finfo(torch.float32).tiny)
+            q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+            self.register_buffer("weight", q.contiguous())
+            self.register_buffer("scale", scale.contiguous())
+        else:
+            self.register_buffer("weight", w.to(torch.bfloat16).contiguous())
+            self.scale = None
+        self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, dtype: str = "int8") -> "LowPrecisionLinear":
+        return cls(linear.weight, linear.bias, dtype)
+
+    def dequantized(self) -> torch.Tensor:
+        """``[N, K]`` fp32 weight this layer multiplies by."""
+        w = self.weight.float()
+        return w * self.scale[:, None] if self.scale is not None else w
+
+    def select_rows(self, index: torch.Tensor) -> "LowPrecisionLinear":
+        """A layer computing only output features ``index`` (``[n]`` int64), same precision."""
+        sub = LowPrecisionLinear.__new__(LowPrecisionLinear)
+        nn.Module.__init__(sub)
+        sub.dtype_name = self.dtype_name
+        sub.out_features, sub.in_features = int(index.numel()), self.in_features
+        sub.register_buffer("weight", self.weight.index_select(0, index).contiguous())
+        if self.scale is not None:
+            sub.register_buffer("scale", self.scale.index_select(0, index).contiguous())
+        else:
+            sub.scale = None
+        sub.register_buffer("bias", None if self.bias is None else self.bias.index_select(0, index).contiguous())
+        return sub
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"LowPrecisionLinear: x must end in {self.in_features} features, got {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        op = _kernel() if x2.device.type == "cpu" and x2.dtype == torch.float32 else None
+        if op is not None and x2.shape[0] <= self.KERNEL_MAX_ROWS:
+            out = op(x2.contiguous(), self.weight, self.scale, self.bias)
+        else:
+            bias = None if self.bias is None else self.bias.to(x2.dtype)
+            out = F.linear(x2, self.dequantized().to(x2.dtype), bias)
+        return out.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, dtype={self.dtype_name}"
+
+
+@torch.no_grad()
+def quantize_decoder(model, dtype: str = "int8", output_projection: bool = True):
+    """Replace (in place) the decoder's linear layers, and with ``output_projection`` its tied output
+    layer, by :class:`LowPrecisionLinear` of ``dtype`` (``"int8"`` | ``"bf16"``). Returns ``model``.
+    For inference: the replaced layers hold no trainable parameters."""
+    if dtype not in DTYPES:
+        raise ValueError(f"quantize_decoder: dtype must be one of {DTYPES}, got {dtype!r}")
+    decoder = model.decoder
+    for layer in decoder.layers:
+        for parent in list(layer.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.Linear):
+                    setattr(parent, name, LowPrecisionLinear.from_linear(child, dtype))
+    if output_projection:
+        decoder.output_projection = LowPrecisionLinear(decoder.token_embedding.weight, decoder.output_bias, dtype)
+    return model
+
+
+def is_quantized(model) -> bool:
+    return any(isinstance(m, LowPrecisionLinear) for m in model.decoder.modules())
