@@ -65,16 +65,37 @@ def subset(dataset: dict, image_ids: list[int]) -> dict:
     return out
 
 
+def ground_truth_instances(dataset: dict, image_ids: list[int], category: int | None = None) -> dict:
+    """``predict``'s ``boxes`` / ``labels`` from the non-crowd annotations of each image (only
+    ``category``'s when given): per image ``[n, 4]`` float32 pixel ``xyxy`` and ``[n]`` int64."""
+    import numpy as np  # noqa: PLC0415
+
+    per_image = {i: [] for i in image_ids}
+    for a in dataset["annotations"]:
+        if a["image_id"] in per_image and not a.get("iscrowd", 0) and category in (None, a["category_id"]):
+            per_image[a["image_id"]].append(a)
+    boxes, labels = [], []
+    for i in image_ids:
+        anns = per_image[i]
+        xywh = np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4)
+        boxes.append(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1))
+        labels.append(np.array([a["category_id"] for a in anns], np.int64))
+    return {"boxes": boxes, "labels": labels}
+
+
 def evaluate_model(model, data_dir, split: str = "val", tasks=None, image_dir=None,
                    max_images: int | None = None, batch_size: int = 8, progress: bool = True,
                    task_options: dict | None = None, allow_absolute_paths: bool = False,
-                   **predict_options) -> dict:
+                   given_boxes: bool = False, **predict_options) -> dict:
     """Predict every (or the first ``max_images``) image of the split for each task and score it.
 
     tasks: subset of ``TASKS``; default every task whose annotation file exists (``caption`` only
     when the model has a tokenizer). ``predict_options`` go to every ``predict`` call (decoding
     settings, device); ``task_options`` (e.g. ``max_objects``) go to the tasks that accept them.
-    Keypoints use the category of the keypoints file. Returns ``{task: {metric: value}}``.
+    Keypoints use the category of the keypoints file. ``given_boxes``: segmentation and keypoints
+    start from the ground-truth boxes of every non-crowd instance (of the keypoint category, for
+    keypoints) instead of the model's own detections, which measures those tasks alone.
+    Returns ``{task: {metric: value}}``.
     """
     from pix2seq_fast.eval import evaluate, evaluate_captions  # noqa: PLC0415
     from pix2seq_fast.predictor import predict, task_option_names  # noqa: PLC0415
@@ -109,6 +130,9 @@ def evaluate_model(model, data_dir, split: str = "val", tasks=None, image_dir=No
             person = [c["id"] for c in dataset["categories"] if c.get("keypoints")]
             if person:
                 options.setdefault("person_category", person[0])
+        if given_boxes and task in ("segment", "keypoints"):
+            options.update(ground_truth_instances(dataset, ids, options.get("person_category")
+                                                  if task == "keypoints" else None))
         results = predict(model, files, task, batch_size=batch_size, progress=progress, **options)
         preds = [r for res, i in zip(results, ids) for r in res.to_coco(i)]
         if task == "caption":

@@ -13,9 +13,12 @@ import numpy as np
 
 from pix2seq_fast.training.config import TASK_NAMES, TrainConfig
 
-# summary name -> (task, metric) in evaluate_model's output
+# summary name -> (task, metric) in evaluate's metrics; "<task>_given_boxes" starts from the true boxes
 SUMMARY = {"box_AP": ("detect", "AP"), "mask_AP": ("segment", "AP"), "keypoint_AP": ("keypoints", "AP"),
-           "BLEU-4": ("caption", "BLEU-4"), "CIDEr": ("caption", "CIDEr")}
+           "BLEU-4": ("caption", "BLEU-4"), "CIDEr": ("caption", "CIDEr"),
+           "mask_AP_given_boxes": ("segment_given_boxes", "AP"),
+           "keypoint_AP_given_boxes": ("keypoints_given_boxes", "AP")}
+GIVEN_BOX_TASKS = ("segment", "keypoints")
 
 
 def predictor_options(cfg: TrainConfig, task: str) -> tuple[dict, dict]:
@@ -76,9 +79,10 @@ def evaluable_tasks(cfg: TrainConfig) -> tuple[list[str], dict]:
 
 
 def evaluate(model, cfg: TrainConfig, progress: bool = False) -> dict:
-    """Score ``model`` on ``cfg.val_split`` (first ``eval_images`` images). Returns ``{"metrics":
-    {task: {...}}, "summary": {...}, "skipped": {task: reason}, "eval_s": seconds}``; leaves the
-    model in eval mode."""
+    """Score ``model`` on ``cfg.val_split`` (first ``eval_images`` images); segmentation and keypoints
+    also from the ground-truth boxes (``metrics["segment_given_boxes"]`` ...), which measures them
+    apart from detection. Returns ``{"metrics": {task: {...}}, "summary": {...}, "skipped": {task:
+    reason}, "eval_s": seconds}``; leaves the model in eval mode."""
     from pix2seq_fast.predictor.coco_run import evaluate_model  # noqa: PLC0415
 
     tasks, skipped = evaluable_tasks(cfg)
@@ -88,9 +92,12 @@ def evaluate(model, cfg: TrainConfig, progress: bool = False) -> dict:
     metrics = {}
     for task in tasks:
         decode_opts, task_opts = predictor_options(cfg, task)
-        metrics.update(evaluate_model(model, cfg.data_dir, cfg.val_split, tasks=[task],
-                                      max_images=cfg.eval_images or None, batch_size=cfg.eval_batch_size,
-                                      progress=progress, task_options=task_opts, **decode_opts))
+        for given in (False, True) if task in GIVEN_BOX_TASKS else (False,):
+            result = evaluate_model(model, cfg.data_dir, cfg.val_split, tasks=[task],
+                                    max_images=cfg.eval_images or None, batch_size=cfg.eval_batch_size,
+                                    progress=progress, task_options=task_opts, given_boxes=given,
+                                    **decode_opts)[task]
+            metrics[f"{task}_given_boxes" if given else task] = result
     return {"metrics": metrics, "summary": summarize(metrics), "skipped": skipped,
             "eval_s": round(time.perf_counter() - start, 2)}
 

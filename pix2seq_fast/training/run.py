@@ -6,6 +6,7 @@ predictions per task, ``save_pretrained(out_dir/final)`` and the table of metric
 
 Written under ``out_dir``: ``config.json``, ``tokenizer.model``, ``checkpoints/step_*.pt``,
 ``metrics.jsonl`` (training records and ``{"step", "eval": {...}}`` records), ``vis/*.png``,
+``predictions_<task>.png``, ``learning_curves.png`` (loss and metrics against step),
 ``final/`` (a ``Pix2Seq.from_pretrained`` directory) and ``final_metrics.json``.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from pix2seq_fast.training.checkpoint import list_checkpoints
 from pix2seq_fast.training.config import TrainConfig, load_config
+from pix2seq_fast.training.curves import learning_curves
 from pix2seq_fast.training.distributed import DistInfo, barrier, cleanup, init_distributed
 
 
@@ -148,13 +150,14 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
             pictures = evaluation.draw_predictions(model, cfg, out / "predictions")
             model.save_pretrained(out / "final")
             eval_s = time.perf_counter() - eval0
+            _append_jsonl(out / "metrics.jsonl", {"step": trainer.step, "eval": final["summary"],
+                                                  "eval_s": final["eval_s"], "final": True})
+            pictures.append(learning_curves(out / "metrics.jsonl", out / "learning_curves.png"))
             wall_s = time.perf_counter() - wall0
             result.update(summary=final["summary"], metrics=final["metrics"], wall_s=round(wall_s, 1),
                           setup_s=round(setup_s, 1), eval_s=round(eval_s, 1))
             (out / "final_metrics.json").write_text(json.dumps(
                 {k: v for k, v in result.items() if k != "model"} | {"world_size": dist.world_size}, indent=1))
-            _append_jsonl(out / "metrics.jsonl", {"step": trainer.step, "eval": final["summary"],
-                                                  "eval_s": final["eval_s"], "final": True})
             say(f"[train] setup {setup_s:.0f} s (data, tokenizer, model), training {train_s:.0f} s, "
                 f"final evaluation + pictures {eval_s:.0f} s")
             say("[train] pictures: " + ", ".join(str(p) for p in pictures))
