@@ -298,3 +298,12 @@ def test_make_synthetic_convert_tf_and_train_answer_one_line(tmp_path):
         proc = _run_cli(args, tmp_path)
         assert proc.returncode == code and proc.stderr.count("\n") == 1, (args, proc.stderr)
         assert words in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+def test_one_line_of_an_error():
+    from pix2seq_fast.cli import one_line
+    worker = ValueError("Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                        "last):\n  File \"x.py\", line 1, in f\nValueError: a.json: annotation id 3: field 'bbox': bad\n")
+    assert one_line(worker) == "ValueError: a.json: annotation id 3: field 'bbox': bad"
+    assert one_line(FileNotFoundError("no such file: x")) == "no such file: x"
+    assert one_line(RuntimeError("boom\nmore")) == "RuntimeError: boom"

@@ -355,7 +355,7 @@ class _Annotations:
             return self.problem(ann, index, "image_id", f"unknown image_id {image_id!r}")
         image_id = int(image_id)
         clean = dict(ann, id=ann_id, image_id=image_id)
-        if kind == "captions" or ("caption" in ann and "bbox" not in ann):
+        if kind == "captions":
             caption = ann.get("caption")
             if not isinstance(caption, str) or not caption.strip():
                 return self.problem(ann, index, "caption", f"caption must be a non-empty string, got {_short(caption)}")
