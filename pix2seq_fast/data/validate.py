@@ -384,7 +384,8 @@ class _Annotations:
             return self.problem(ann, index, "iscrowd", f"iscrowd must be 0 or 1, got {_short(crowd)}")
         clean["iscrowd"] = int(crowd)
         if "area" in ann:
-            if not is_number(ann["area"]) or not math.isfinite(ann["area"]) or ann["area"] < 0:
+            area = _floats([ann["area"]])
+            if area is None or not _all_finite(area) or area[0] < 0:
                 return self.problem(ann, index, "area", f"area must be a finite number >= 0, got {_short(ann['area'])}")
             clean["area"] = float(ann["area"])
         if "segmentation" in ann:
