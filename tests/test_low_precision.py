@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # dtype: (max |logit diff|, min greedy agreement, min teacher-forced argmax agreement)
 TINY_A_BOUNDS = {"bf16": (0.03, 1.0, 1.0), "int8": (0.1, 0.8, 0.9)}
-VIT_B_BOUNDS = {"bf16": (0.03, 0.95, 0.95), "int8": (0.08, 0.3, 0.9)}
+VIT_B_BOUNDS = {"bf16": (0.03, 0.4, 0.95), "int8": (0.08, 0.4, 0.9)}
 
 
 def op():
@@ -99,25 +99,35 @@ def test_kernel_argument_errors():
 
 @torch.no_grad()
 def precision_stats(reference, quantized, memory, seq, prompts, steps):
-    """Max |logit diff| on ``seq`` (teacher forcing), greedy agreement over ``steps`` tokens, and
-    teacher-forced argmax agreement along the reference's greedy decode."""
+    """Max |logit diff| on ``seq`` (teacher forcing, low-precision weights), max |log-softmax diff| in
+    the generation engine (which also keeps the image K/V in bf16) over the steps before the first
+    differing token, greedy agreement over ``steps`` tokens, and teacher-forced argmax agreement along
+    the reference's greedy decode."""
     l0, l1 = reference.decoder(seq, memory), quantized.decoder(seq, memory)
     batch = prompts.shape[0]
+    vocab_size = reference.config.vocab_size
     args = (memory, prompts, torch.full((batch,), prompts.shape[1]), torch.arange(batch), steps,
             SamplingConfig(greedy=True))
-    o0, o1 = generate(reference, *args), generate(quantized, *args)
+    o0 = generate(reference, *args, record=(0, vocab_size))
+    o1 = generate(quantized, *args, record=(0, vocab_size))
+    same = (o0.tokens == o1.tokens).cumprod(1).bool()  # steps before the first divergence (and it)
+    same = torch.cat([torch.ones_like(same[:, :1]), same[:, :-1]], 1)
+    engine = (o0.recorded - o1.recorded).abs().amax(-1)[same].max().item()
     forced = torch.cat([prompts, o0.tokens[:, :-1]], 1)
     p = prompts.shape[1] - 1
     a0 = reference.decoder(forced, memory)[:, p:].argmax(-1)
     a1 = quantized.decoder(forced, memory)[:, p:].argmax(-1)
-    return ((l0 - l1).abs().max().item(), (o0.tokens == o1.tokens).float().mean().item(),
+    return ((l0 - l1).abs().max().item(), engine, (o0.tokens == o1.tokens).float().mean().item(),
             (a0 == a1).float().mean().item())
 
 
 def check_bounds(stats, bounds, what):
-    diff, greedy, forced = stats
+    diff, engine, greedy, forced = stats
     max_diff, min_greedy, min_forced = bounds
+    print(f"{what}: max logit diff {diff:.4f}, engine log-softmax diff {engine:.4f}, greedy agreement "
+          f"{greedy:.3f}, teacher-forced argmax agreement {forced:.3f}")
     assert diff <= max_diff, f"{what}: max logit diff {diff:.4f} > {max_diff}"
+    assert engine <= 2 * max_diff, f"{what}: engine log-softmax diff {engine:.4f} > {2 * max_diff}"
     assert greedy >= min_greedy, f"{what}: greedy agreement {greedy:.3f} < {min_greedy}"
     assert forced >= min_forced, f"{what}: teacher-forced argmax agreement {forced:.3f} < {min_forced}"
 
