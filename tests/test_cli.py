@@ -261,6 +261,14 @@ def test_eval_with_bad_data(checkpoint, synthetic, tmp_path, capsys):
     path.write_text(json.dumps(coco))
     code = main(["eval", "--checkpoint", str(checkpoint), "--data", str(data), "--tasks", "detect", "--quiet"])
     _one_line_error(capsys, code, "field 'file_name'", "'..' is refused")
+    original = json.loads((synthetic / "annotations" / "instances_val.json").read_text())["images"][0]["file_name"]
+    coco["images"][0]["file_name"] = str(data / "images" / "val" / original)
+    path.write_text(json.dumps(coco))
+    code = main(["eval", "--checkpoint", str(checkpoint), "--data", str(data), "--tasks", "detect", "--quiet"])
+    _one_line_error(capsys, code, "field 'file_name'", "absolute path")
+    assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(data), "--tasks", "detect", "--max-images",
+                 "1", "--max-objects", "2", "--allow-absolute-paths", "--quiet"]) == 0
+    capsys.readouterr()
     code = main(["eval", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "nowhere"), "--quiet"])
     _one_line_error(capsys, code, "--data", "no such directory")
     code = main(["eval", "--checkpoint", str(checkpoint), "--data", str(synthetic), "--tasks", "detect",
