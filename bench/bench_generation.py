@@ -11,6 +11,10 @@ Scenarios (vit-b decoder, 1600 image tokens = a 640 canvas / 16; the encoder is 
   ``P2S_BENCH_SEG_STEPS`` (default 16) new tokens, top-p 0.8. HF gets the memory expanded to 80 rows
   and computes and stores the image K/V per sequence; we compute it once and share it by index.
 
+Also ``ours-int8`` / ``ours-bf16``: the model after ``quantize_decoder(model, dtype)`` (weights in int8 or
+bf16, image K/V in bf16) decoding with the task's constraint (``generation/constrained.py``), on the
+detection and segmentation scenarios.
+
 Runs with ``P2S_BENCH_THREADS`` torch threads (default 1: on a shared 2-core machine two OpenMP
 threads wait on each other's time slices). ``pytest bench/bench_generation.py -s`` prints the table.
 """
@@ -34,7 +38,10 @@ SCENARIOS = {  # name: (batch, prompt length, new tokens, top-p)
     "detect b=1 short": (1, 1, UNCACHED_STEPS, 0.4),
     "segment b=80": (80, 6, SEG_STEPS, 0.8),
 }
+FAST = ("int8", "bf16")  # ours-<dtype>: quantize_decoder(dtype) (+ bf16 image K/V) and constrained decoding
+FAST_TASK = {"detect b=1": "detect", "segment b=80": "segment"}
 GOALS = {("detect b=1", "hf"): 2.0, ("detect b=1 short", "uncached"): 10.0, ("segment b=80", "hf"): 5.0}
+FAST_GOALS = {("detect b=1", "hf"): 2.0, ("segment b=80", "hf"): 5.0}
 RESULTS: dict[tuple[str, str], float] = {}  # (scenario, system) -> tokens/s
 
 
@@ -54,6 +61,15 @@ def ours():
     memory, prompts, _, _ = scenario_inputs("detect b=1")
     generate(model, memory, prompts, torch.ones(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64), 2)
     return model
+
+
+@pytest.fixture(scope="module")
+def fast_models(ours):
+    import copy
+
+    from pix2seq_fast.model.quantize import quantize_decoder
+
+    return {dtype: quantize_decoder(copy.deepcopy(ours), dtype) for dtype in FAST}
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +130,25 @@ def test_ours(benchmark, ours, scenario):
     record(benchmark, scenario, "ours", batch * steps, seconds)
 
 
+@pytest.mark.parametrize("dtype", FAST)
+@pytest.mark.parametrize("scenario", list(FAST_TASK))
+def test_ours_fast(benchmark, fast_models, scenario, dtype):
+    from pix2seq_fast.generation.constrained import task_constraint
+
+    model = fast_models[dtype]
+    memory, prompts, steps, top_p = scenario_inputs(scenario)
+    batch = prompts.shape[0]
+    constraint = task_constraint(FAST_TASK[scenario], model.config.vocab)
+    lengths, index = torch.full((batch,), prompts.shape[1]), torch.zeros(batch, dtype=torch.int64)
+    generate(model, memory, prompts, lengths, index, 2, SamplingConfig(top_p=top_p), constraint=constraint)
+    generator = torch.Generator().manual_seed(0)
+    out, seconds = timed(benchmark, lambda: generate(
+        model, memory, prompts, lengths, index, steps, SamplingConfig(top_p=top_p), generator=generator,
+        constraint=constraint))
+    assert out.tokens.shape == (batch, steps)
+    record(benchmark, scenario, f"ours-{dtype}", batch * steps, seconds)
+
+
 def test_uncached(benchmark, ours):
     scenario = "detect b=1 short"
     memory, prompts, steps, top_p = scenario_inputs(scenario)
@@ -152,11 +187,20 @@ def test_ratio_table(capsys):
             pytest.fail(f"missing measurements for {scenario}: run the whole bench/bench_generation.py")
         ours_tps, base_tps = RESULTS[(scenario, "ours")], RESULTS[(scenario, baseline)]
         rows.append((scenario, SCENARIOS[scenario][2], baseline, ours_tps, base_tps, ours_tps / base_tps, goal))
+    fast_rows = []
+    for (scenario, baseline), goal in FAST_GOALS.items():
+        for dtype in FAST:
+            key = (scenario, f"ours-{dtype}")
+            if key in RESULTS and (scenario, baseline) in RESULTS:
+                fast_tps, base_tps = RESULTS[key], RESULTS[(scenario, baseline)]
+                fast_rows.append((f"{scenario} {dtype}+c", SCENARIOS[scenario][2], baseline, fast_tps, base_tps,
+                                  fast_tps / base_tps, goal))
     lines = [f"generation throughput, CPU, {THREADS} thread(s), vit-b decoder, {IMAGE_TOKENS} image tokens",
-             f"{'scenario':18} {'new tok':>7} {'baseline':>9} {'ours tok/s':>11} {'base tok/s':>11} "
+             f"{'scenario':22} {'new tok':>7} {'baseline':>9} {'ours tok/s':>11} {'base tok/s':>11} "
              f"{'ratio':>7} {'goal':>6}"]
-    lines += [f"{s:18} {n:7d} {b:>9} {o:11.1f} {t:11.1f} {r:6.1f}x {g:5.0f}x {'met' if r >= g else 'NOT met'}"
-              for s, n, b, o, t, r, g in rows]
+    lines += [f"{s:22} {n:7d} {b:>9} {o:11.1f} {t:11.1f} {r:6.1f}x {g:5.0f}x {'met' if r >= g else 'NOT met'}"
+              for s, n, b, o, t, r, g in rows + fast_rows]
+    lines.append("(<dtype>+c: quantize_decoder(<dtype>) weights, bf16 image K/V, constrained decoding)")
     with capsys.disabled():
         print("\n" + "\n".join(lines))
     assert all(r > 1.0 for *_, r, _ in rows), lines

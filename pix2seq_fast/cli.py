@@ -165,7 +165,7 @@ def cmd_eval(args) -> int:
     metrics = evaluate_model(model, args.data, args.split, tasks=args.tasks, image_dir=args.images,
                              max_images=args.max_images, batch_size=args.batch_size,
                              progress=not args.quiet, task_options=options, device=args.device,
-                             seed=args.seed)
+                             seed=args.seed, allow_absolute_paths=args.allow_absolute_paths)
     print(format_metrics(metrics))
     return 0
 
@@ -254,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-objects", type=int, default=None,
                    help="objects generated per image (default 100; not used by caption)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-absolute-paths", action="store_true",
+                   help="accept absolute image file_names (default: every image lies inside the image folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 

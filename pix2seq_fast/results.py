@@ -57,20 +57,31 @@ def _xywh(box_xyxy: np.ndarray) -> list[float]:
 
 
 def rle_to_json(rle: dict) -> dict:
-    """A pycocotools RLE with ``counts`` as ``str`` (JSON-serialisable), ``size`` as ``[h, w]``."""
-    counts = rle["counts"]
+    """A pycocotools RLE with ``counts`` as ``str`` (JSON-serialisable), ``size`` as ``[h, w]``;
+    checked by the COCO validator (counts summing to ``h * w``) before pycocotools ever decodes it."""
+    from pix2seq_fast.data.validate import is_int, rle_problem  # noqa: PLC0415
+
+    if not isinstance(rle, dict) or "counts" not in rle or "size" not in rle:
+        raise ValueError(f"an RLE mask must be a dict with 'size' and 'counts', got {type(rle).__name__}")
+    counts, size = rle["counts"], rle["size"]
     if isinstance(counts, bytes):
-        counts = counts.decode("ascii")
+        counts = counts.decode("ascii", errors="replace")
     elif not isinstance(counts, str):
         raise ValueError("rle['counts'] must be the compressed bytes/str form of pycocotools")
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts}
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(is_int(v) and v > 0 for v in size):
+        raise ValueError(f"rle['size'] must be [height, width] positive integers, got {size!r}")
+    out = {"size": [int(size[0]), int(size[1])], "counts": counts}
+    problem = rle_problem(out, *out["size"])
+    if problem:
+        raise ValueError(f"mask RLE: {problem}")
+    return out
 
 
 def rle_area(rle: dict) -> int:
     """Number of foreground pixels of one RLE."""
     from pycocotools import mask as mask_utils  # noqa: PLC0415
 
-    return int(mask_utils.area(_as_pycoco(rle)))
+    return int(mask_utils.area(_as_pycoco(rle_to_json(rle))))
 
 
 def _as_pycoco(rle: dict) -> dict:

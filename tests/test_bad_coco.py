@@ -225,6 +225,33 @@ def test_unreadable_files_are_one_clear_error(corpus, name, words):
         assert corpus[name] in str(err.value) and words in str(err.value)
 
 
+def test_zero_size_boxes_are_no_training_targets(tmp_path):
+    data = clean_dataset()
+    _ann(data, 10)["bbox"] = [2.0, 3.0, 0.0, 10.0]
+    path = tmp_path / "zero.json"
+    path.write_text(json.dumps(data))
+    loaded = CocoInstances(path, "imgs")
+    assert loaded.degenerate_boxes == 1 and list(loaded.instances(1).ann_ids) == [11]
+    assert 10 in {a["id"] for a in loaded.coco.dataset["annotations"]}  # still ground truth for evaluation
+
+
+def test_ground_truth_categories_need_class_tokens(tmp_path):
+    from types import SimpleNamespace
+
+    from pix2seq_fast.predictor.coco_run import evaluate_model
+    from pix2seq_fast.vocab import Vocab
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "images" / "val").mkdir(parents=True)
+    data = clean_dataset()
+    data["categories"][1]["id"] = 950
+    _ann(data, 10)["category_id"] = _ann(data, 11)["category_id"] = 950
+    path = tmp_path / "annotations" / "instances_val.json"
+    path.write_text(json.dumps(data))
+    model = SimpleNamespace(config=SimpleNamespace(vocab=Vocab()))
+    with pytest.raises(ValueError, match=r"instances_val.json: field 'categories': category ids \[950\]"):
+        evaluate_model(model, tmp_path, "val", tasks=["detect"])
+
+
 def test_bad_captions(tmp_path):
     base = {"images": [{"id": 1, "file_name": "a.png", "height": 4, "width": 4}],
             "annotations": [{"id": 1, "image_id": 1, "caption": "a cat"}, {"id": 2, "image_id": 1, "caption": "x"}]}
@@ -245,11 +272,11 @@ def test_bad_captions(tmp_path):
 def test_rle_string_decoder_matches_pycocotools():
     from pycocotools import mask as mask_utils
     rng = np.random.default_rng(0)
-    for _ in range(20):
-        h, w = rng.integers(1, 30, 2)
+    for _ in range(40):
+        h, w = rng.integers(1, 300, 2)
         mask = rng.random((h, w)) < rng.random()
         counts = _rle_string(mask)
-        runs = decode_rle_string(counts)
+        runs = decode_rle_string(counts).tolist()
         assert sum(runs) == h * w and min(runs) >= 0
         rebuilt = mask_utils.frPyObjects({"size": [int(h), int(w)], "counts": runs}, int(h), int(w))
         assert np.array_equal(mask_utils.decode(rebuilt), mask.astype(np.uint8))

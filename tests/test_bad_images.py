@@ -57,6 +57,7 @@ def test_sixteen_bit_files_are_scaled_not_clipped(images):
     root = images["root"]
     ds = CocoInstances(root / "instances.json", root)
     np.testing.assert_array_equal(ds.load_image(images["ids"]["rgb16.png"]), _to8(images["rgb16"]))
+    np.testing.assert_array_equal(decode_image(root / "rgb16.png"), _to8(images["rgb16"]))
     gray = ds.load_image(images["ids"]["gray16.png"])
     np.testing.assert_array_equal(gray, np.repeat(_to8(images["gray16"])[:, :, None], 3, axis=2))
     assert gray.max() < 255 or images["gray16"].max() > 65407  # not the clip of the old reader

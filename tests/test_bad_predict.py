@@ -9,7 +9,7 @@ import torch
 
 from pix2seq_fast.model import create_model
 from pix2seq_fast.predictor import predict
-from pix2seq_fast.results import Detections, InstanceMasks, Keypoints
+from pix2seq_fast.results import Detections, InstanceMasks, Keypoints, rle_area
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,5 +79,10 @@ def test_results_refuse_non_finite_values():
         Detections([[0, 0, float("inf"), 1]], [1], [0.5], (4, 4))
     with pytest.raises(ValueError, match="scores must be finite"):
         InstanceMasks([[0, 0, 1, 1]], [1], [nan], [{"size": [4, 4], "counts": "04"}], (4, 4))
+    for counts, words in (("\x01garbage", "invalid character"), ("PPP", "middle of a number"), ("0", "sum to")):
+        with pytest.raises(ValueError, match=words):  # checked before pycocotools could hang on it
+            InstanceMasks([[0, 0, 1, 1]], [1], [0.5], [{"size": [4, 4], "counts": counts}], (4, 4))
+    with pytest.raises(ValueError, match="sum to"):
+        rle_area({"size": [4, 4], "counts": "02"})
     with pytest.raises(ValueError, match="keypoints must be finite"):
         Keypoints(np.full((1, 17, 3), nan), [[0, 0, 1, 1]], [1], [0.5], (4, 4))

@@ -182,3 +182,136 @@ def test_convert_tf_forwards_options(tmp_path):
         main(["convert-tf", str(tmp_path / "missing"), str(tmp_path / "conv2")])
     with pytest.raises(SystemExit):  # an option nobody takes is still an error
         main(["info", "--bogus"])
+
+
+# ---- bad files and options: one line (file, field, what is wrong), exit 2, no traceback ------------
+def _one_line_error(capsys, code, *words):
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def broken_checkpoints(checkpoint, tmp_path_factory):
+    import shutil
+    root = tmp_path_factory.mktemp("broken_ckpts")
+    out = {}
+    for name, (file, content) in {"config_not_json": ("config.json", b"{"),
+                                  "weights_garbage": ("model.safetensors", b"\x00" * 64),
+                                  "config_wrong_field": ("config.json", b'{"dec_dim": "wide"}')}.items():
+        shutil.copytree(checkpoint, root / name)
+        target = root / name / file
+        if not target.exists():
+            target = next((root / name).glob("*.safetensors"))
+        target.write_bytes(content)
+        out[name] = root / name
+    return out
+
+
+@pytest.mark.parametrize("name", ["config_not_json", "weights_garbage", "config_wrong_field"])
+def test_predict_and_eval_with_a_broken_checkpoint(broken_checkpoints, image_dir, synthetic, tmp_path, capsys,
+                                                    name):
+    path = broken_checkpoints[name]
+    code = main(["predict", str(image_dir), "--checkpoint", str(path), "--out", str(tmp_path / "o"), "--quiet"])
+    _one_line_error(capsys, code, f"--checkpoint {path}", "cannot load the model")
+    code = main(["eval", "--checkpoint", str(path), "--data", str(synthetic), "--tasks", "detect", "--quiet"])
+    _one_line_error(capsys, code, f"--checkpoint {path}")
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, "file not found"), ("{oops", "not valid JSON"), ("[1, 2]", "got a JSON list"),
+    ('{"categories": [{"id": "1", "name": "a"}]}', "categories[0]"), ('{"categories": 5}', "'categories'"),
+    ('{"one": "a"}', "entry 'one'"), ('{"1": 5}', "entry '1'"), ("[" * 50000 + "]" * 50000, "nested too deeply")])
+def test_predict_with_bad_category_names(checkpoint, image_dir, tmp_path, capsys, content, words):
+    path = tmp_path / "names.json"
+    if content is not None:
+        path.write_text(content)
+    code = main(["predict", str(image_dir), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                 "--category-names", str(path), "--quiet"])
+    _one_line_error(capsys, code, f"--category-names {path}", words)
+
+
+def test_predict_with_a_bad_image_or_option(checkpoint, image_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    code = main(["predict", str(bad), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"), "--quiet"])
+    _one_line_error(capsys, code, str(bad), "cannot be decoded")
+    for option, words in ((["--batch-size", "0"], "batch_size"), (["--threshold", "nan"], "score_threshold"),
+                          (["--person-category", "5000", "--task", "keypoints"], "person_category"),
+                          (["--top-p", "7"], "top_p")):
+        code = main(["predict", str(image_dir), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                     "--quiet", *option])
+        _one_line_error(capsys, code, words)
+
+
+def test_eval_with_bad_data(checkpoint, synthetic, tmp_path, capsys):
+    import shutil
+    data = shutil.copytree(synthetic, tmp_path / "data")
+    path = data / "annotations" / "instances_val.json"
+    coco = json.loads(path.read_text())
+    coco["annotations"][0]["bbox"][2] = float("nan")
+    path.write_text(json.dumps(coco))
+    code = main(["eval", "--checkpoint", str(checkpoint), "--data", str(data), "--tasks", "detect", "--quiet"])
+    _one_line_error(capsys, code, str(path), f"annotation id {coco['annotations'][0]['id']}", "field 'bbox'")
+    coco["annotations"][0]["bbox"][2] = 3.0
+    coco["images"][0]["file_name"] = "../../../../etc/passwd"
+    path.write_text(json.dumps(coco))
+    code = main(["eval", "--checkpoint", str(checkpoint), "--data", str(data), "--tasks", "detect", "--quiet"])
+    _one_line_error(capsys, code, "field 'file_name'", "'..' is refused")
+    original = json.loads((synthetic / "annotations" / "instances_val.json").read_text())["images"][0]["file_name"]
+    coco["images"][0]["file_name"] = str(data / "images" / "val" / original)
+    path.write_text(json.dumps(coco))
+    code = main(["eval", "--checkpoint", str(checkpoint), "--data", str(data), "--tasks", "detect", "--quiet"])
+    _one_line_error(capsys, code, "field 'file_name'", "absolute path")
+    assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(data), "--tasks", "detect", "--max-images",
+                 "1", "--max-objects", "2", "--allow-absolute-paths", "--quiet"]) == 0
+    capsys.readouterr()
+    code = main(["eval", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "nowhere"), "--quiet"])
+    _one_line_error(capsys, code, "--data", "no such directory")
+    code = main(["eval", "--checkpoint", str(checkpoint), "--data", str(synthetic), "--tasks", "detect",
+                 "--max-images", "-1", "--quiet"])
+    _one_line_error(capsys, code, "max_images must be >= 1")
+
+
+def _run_cli(args, tmp_path):
+    import os
+    import subprocess
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=env)
+
+
+def test_make_synthetic_convert_tf_and_train_answer_one_line(tmp_path):
+    from pathlib import Path
+    main_py = str(Path(__file__).resolve().parents[1] / "train" / "main.py")
+    (tmp_path / "bad.json").write_text("{bad")
+    (tmp_path / "syntax.py").write_text("CONFIG = (")
+    (tmp_path / "boom.py").write_text("raise RuntimeError('boom')")
+    (tmp_path / "tf").mkdir()
+    (tmp_path / "tf" / "checkpoint").write_text("junk")
+    cases = [
+        (["-m", "pix2seq_fast.cli", "make-synthetic", "--out", "s", "--num-train", "-1"], 2, "num_train"),
+        (["-m", "pix2seq_fast.cli", "make-synthetic", "--out", "s", "--image-size", "0"], 2, "image_size"),
+        (["-m", "pix2seq_fast.cli", "convert-tf", "tf", "out"], 1, "config.json not found"),
+        ([main_py, "--config", "bad.json"], 2, "--config bad.json: cannot be loaded"),
+        ([main_py, "--config", "syntax.py"], 2, "SyntaxError"),
+        ([main_py, "--config", "boom.py"], 2, "RuntimeError: boom"),
+        ([main_py, "--config", "nothing.json"], 2, "no config file"),
+        ([main_py, "--config", "tiny_detect", "--set", "steps=abc"], 2, "steps"),
+    ]
+    for args, code, words in cases:
+        proc = _run_cli(args, tmp_path)
+        assert proc.returncode == code and proc.stderr.count("\n") == 1, (args, proc.stderr)
+        assert words in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+def test_one_line_of_an_error():
+    from pix2seq_fast.cli import one_line
+    worker = ValueError("Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                        "last):\n  File \"x.py\", line 1, in f\nValueError: a.json: annotation id 3: field 'bbox': bad\n")
+    assert one_line(worker) == "ValueError: a.json: annotation id 3: field 'bbox': bad"
+    assert one_line(FileNotFoundError("no such file: x")) == "no such file: x"
+    assert one_line(RuntimeError("boom\nmore")) == "RuntimeError: boom"

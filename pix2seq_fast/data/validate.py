@@ -56,6 +56,7 @@ MAX_IMAGE_PIXELS = 2 ** 27  # 134M pixels (e.g. 11585 x 11585); larger images ar
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _INT64_MAX = 2 ** 63 - 1
 _KINDS = ("instances", "captions")
+_PLAIN_NUMBERS = {int, float}
 
 
 class CocoFormatError(ValueError):
@@ -141,77 +142,82 @@ def _id_problem(value) -> str | None:
     return None
 
 
-def _numbers(values) -> np.ndarray | None:
-    """``values`` as float64 ``[n]`` when it is a flat list of real numbers (finite or not)."""
-    if not isinstance(values, (list, tuple, np.ndarray)):
-        return None
+def _floats(values) -> list[float] | None:
+    """``values`` as a list of Python floats (finite or not) when it is a flat list / tuple / 1-D array
+    of real numbers; None otherwise (strings and booleans are not numbers here)."""
     if isinstance(values, np.ndarray):
-        if values.ndim != 1 or values.dtype.kind not in "iuf":
-            return None
-        return values.astype(np.float64)
-    if not all(is_number(v) for v in values):
+        return values.astype(np.float64).tolist() if values.ndim == 1 and values.dtype.kind in "iuf" else None
+    if not isinstance(values, (list, tuple)):
         return None
+    if not set(map(type, values)) <= _PLAIN_NUMBERS and not all(is_number(v) for v in values):
+        return None  # (the type set is the fast path: bool is not int here, "2" is not a number)
     try:
-        return np.asarray(values, dtype=np.float64).reshape(-1)
+        return [float(v) for v in values]
     except OverflowError:  # an int beyond float64
-        return np.full(len(values), np.inf)
+        return [math.inf] * len(values)
+
+
+def _all_finite(values: list[float]) -> bool:
+    return all(map(math.isfinite, values))
 
 
 def bbox_problem(bbox, height=None, width=None) -> str | None:
     """``[x, y, w, h]``: 4 finite numbers, ``w, h >= 0``, within float32, touching the image."""
-    arr = _numbers(bbox)
-    if arr is None or arr.shape != (4,) or not np.isfinite(arr).all():
-        return f"must be 4 finite numbers [x, y, w, h], got {bbox!r}"
-    x, y, w, h = arr
+    vals = _floats(bbox)
+    if vals is None or len(vals) != 4 or not _all_finite(vals):
+        return f"must be 4 finite numbers [x, y, w, h], got {_short(bbox)}"
+    x, y, w, h = vals
     if w < 0 or h < 0:
         return f"has negative size (w={w}, h={h})"
     if max(abs(x), abs(y), abs(x + w), abs(y + h)) > FLOAT32_MAX:
-        return f"does not fit in float32: {bbox!r}"
+        return f"does not fit in float32: {_short(bbox)}"
     if height is not None and (x > width or y > height or x + w < 0 or y + h < 0):
-        return f"{bbox!r} lies wholly outside its {height}x{width} image"
+        return f"{_short(bbox)} lies wholly outside its {height}x{width} image"
     return None
 
 
 def polygon_problem(part, height, width) -> str | None:
     """One polygon part ``[x1, y1, x2, y2, ...]``: even length, finite, within one image size."""
-    arr = _numbers(part)
-    if arr is None or not np.isfinite(arr).all():
+    vals = _floats(part)
+    if vals is None or not _all_finite(vals):
         return "polygon is not a list of finite numbers"
-    if arr.size % 2:
-        return f"polygon has odd length {arr.size}"
-    if arr.size:
-        xs, ys = arr[0::2], arr[1::2]
-        if xs.min() < -width or xs.max() > 2 * width or ys.min() < -height or ys.max() > 2 * height:
+    if len(vals) % 2:
+        return f"polygon has odd length {len(vals)}"
+    if vals:
+        xs, ys = vals[0::2], vals[1::2]
+        if min(xs) < -width or max(xs) > 2 * width or min(ys) < -height or max(ys) > 2 * height:
             return (f"polygon coordinates lie more than one image size outside the {height}x{width} "
                     "image")
     return None
 
 
-def decode_rle_string(counts: str) -> list[int] | str:
-    """The run lengths of a compressed pycocotools RLE string (``rleFrString``), or a message
-    saying why the string is not one. Checked before pycocotools sees it: its decoder reads past
-    the end of a truncated string and takes negative runs as huge ones."""
-    runs: list[int] = []
-    position, n = 0, len(counts)
-    while position < n:
-        value, k, more = 0, 0, True
-        while more:
-            if position >= n:
-                return "compressed counts end in the middle of a number"
-            c = ord(counts[position]) - 48
-            if not 0 <= c < 64:
-                return f"compressed counts hold an invalid character {counts[position]!r} at {position}"
-            value |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            position += 1
-            k += 1
-            if k > 6:
-                return "compressed counts hold a number of more than 6 characters"
-            if not more and c & 0x10:
-                value |= -1 << (5 * k)
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
+def decode_rle_string(counts: str) -> np.ndarray | str:
+    """The run lengths ``[n]`` int64 of a compressed pycocotools RLE string (what ``rleFrString``
+    computes), or a message saying why the string is not one. Checked before pycocotools sees it:
+    its decoder reads past the end of a truncated string and takes negative runs as huge ones."""
+    try:
+        raw = counts.encode("ascii")
+    except UnicodeEncodeError:
+        return "compressed RLE counts must be ASCII"
+    if not raw:
+        return np.zeros(0, np.int64)
+    c = np.frombuffer(raw, np.uint8).astype(np.int64) - 48  # 6 bits per character
+    invalid = np.flatnonzero((c < 0) | (c >= 64))
+    if invalid.size:
+        return f"compressed counts hold an invalid character {counts[invalid[0]]!r} at {invalid[0]}"
+    last = np.flatnonzero((c & 0x20) == 0)  # the last character of every number
+    if last.size == 0 or last[-1] != len(c) - 1:
+        return "compressed counts end in the middle of a number"
+    first = np.concatenate(([0], last[:-1] + 1))
+    length = last - first + 1
+    if length.max() > 6:  # pycocotools shifts a 32-bit -1 by 5 * length
+        return "compressed counts hold a number of more than 6 characters"
+    k = np.arange(len(c)) - np.repeat(first, length)  # 5-bit digit index within its number
+    values = np.add.reduceat((c & 0x1F) << (5 * k), first)
+    values -= ((c[last] & 0x10) != 0).astype(np.int64) << (5 * length)  # sign bit of the last digit
+    runs = values.copy()  # from the fourth number on, each is a difference to the one two before
+    runs[1::2] = np.cumsum(values[1::2])
+    runs[2::2] = np.cumsum(values[2::2])
     return runs
 
 
@@ -233,13 +239,14 @@ def rle_problem(rle, height, width) -> str | None:
         runs = decode_rle_string(counts)
         if isinstance(runs, str):
             return runs
+        runs = runs.tolist()
     elif isinstance(counts, (list, tuple)):
         if not all(is_int(c) for c in counts):
             return "RLE counts must be integers"
         runs = [int(c) for c in counts]
     else:
         return f"RLE counts must be a list of integers or a compressed string, got {type(counts).__name__}"
-    if any(r < 0 for r in runs):
+    if runs and min(runs) < 0:
         return "RLE counts must not be negative"
     total = sum(runs)
     if total != height * width:
@@ -248,10 +255,10 @@ def rle_problem(rle, height, width) -> str | None:
 
 
 def keypoints_problem(keypoints, num_keypoints) -> str | None:
-    arr = _numbers(keypoints)
-    if arr is None or arr.size != 3 * num_keypoints or not np.isfinite(arr).all():
+    vals = _floats(keypoints)
+    if vals is None or len(vals) != 3 * num_keypoints or not _all_finite(vals):
         return f"keypoints must be {3 * num_keypoints} finite numbers (x, y, v per keypoint)"
-    if not np.isin(arr[2::3], (0, 1, 2)).all():
+    if not set(vals[2::3]) <= {0.0, 1.0, 2.0}:
         return "keypoint visibility must be 0, 1 or 2"
     return None
 
@@ -348,7 +355,7 @@ class _Annotations:
             return self.problem(ann, index, "image_id", f"unknown image_id {image_id!r}")
         image_id = int(image_id)
         clean = dict(ann, id=ann_id, image_id=image_id)
-        if kind == "captions" or ("caption" in ann and "bbox" not in ann):
+        if kind == "captions":
             caption = ann.get("caption")
             if not isinstance(caption, str) or not caption.strip():
                 return self.problem(ann, index, "caption", f"caption must be a non-empty string, got {_short(caption)}")
@@ -377,7 +384,8 @@ class _Annotations:
             return self.problem(ann, index, "iscrowd", f"iscrowd must be 0 or 1, got {_short(crowd)}")
         clean["iscrowd"] = int(crowd)
         if "area" in ann:
-            if not is_number(ann["area"]) or not math.isfinite(ann["area"]) or ann["area"] < 0:
+            area = _floats([ann["area"]])
+            if area is None or not _all_finite(area) or area[0] < 0:
                 return self.problem(ann, index, "area", f"area must be a finite number >= 0, got {_short(ann['area'])}")
             clean["area"] = float(ann["area"])
         if "segmentation" in ann:
@@ -502,13 +510,13 @@ def validate_results(results, ground_truth: dict, iou_type: str, source: str = "
             q["bbox"] = [float(v) for v in value]
         elif field_name == "keypoints":
             names = categories[category_id].get("keypoints") or []
-            arr = _numbers(value)
+            vals = _floats(value)
             want = f"{3 * len(names)}" if names else "3 * K"
-            if (arr is None or not arr.size or arr.size % 3 or (names and arr.size != 3 * len(names))
-                    or not np.isfinite(arr).all()):
+            if (vals is None or not vals or len(vals) % 3 or (names and len(vals) != 3 * len(names))
+                    or not _all_finite(vals)):
                 raise ValueError(f"{where}: field 'keypoints': keypoints must be a flat list of {want} finite "
                                  "numbers (x y v triplets)")
-            q["keypoints"] = arr.tolist()
+            q["keypoints"] = vals
         else:
             q["segmentation"] = _result_rle(value, h, w, where)
         out.append(q)

@@ -25,6 +25,12 @@ STAT_NAMES["segm"] = STAT_NAMES["bbox"]
 COCO_KEYPOINT_SIGMAS = (.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89)
 
 
+def _source_of(ground_truth) -> str:
+    if isinstance(ground_truth, (str, os.PathLike)):
+        return os.fspath(ground_truth)
+    return str(getattr(ground_truth, "annotation_file", "ground_truth"))
+
+
 def _dataset_of(ground_truth, on_error: str) -> dict:
     """The validated COCO dataset of a path, a dict, a pycocotools/faster COCO or a ``CocoInstances``."""
     from pix2seq_fast.data.validate import read_coco_json, validate_coco  # noqa: PLC0415
@@ -46,7 +52,7 @@ def _dataset_of(ground_truth, on_error: str) -> dict:
                      f"got {type(ground_truth).__name__}")
 
 
-def _gt_for(dataset: dict, iou_type: str) -> dict:
+def _gt_for(dataset: dict, iou_type: str, source: str = "ground_truth") -> dict:
     """Copy of a validated ``dataset`` with the fields COCOeval needs filled in; for keypoints only
     the annotations and categories that carry keypoints; for masks, an instance without a polygon
     or RLE gets an empty mask (it can only be missed)."""
@@ -69,10 +75,10 @@ def _gt_for(dataset: dict, iou_type: str) -> dict:
     if iou_type == "keypoints":
         data["categories"] = [c for c in data["categories"] if c.get("keypoints")]
         if not anns or not data["categories"]:
-            raise ValueError("ground_truth has no keypoint annotations / categories with 'keypoints'")
+            raise ValueError(f"{source}: ground_truth has no keypoint annotations / categories with 'keypoints'")
         odd = [c["id"] for c in data["categories"] if len(c["keypoints"]) != len(COCO_KEYPOINT_SIGMAS)]
         if odd:
-            raise ValueError(f"ground_truth categories {odd}: COCO keypoint AP needs the "
+            raise ValueError(f"{source}: ground_truth categories {odd}: COCO keypoint AP needs the "
                              f"{len(COCO_KEYPOINT_SIGMAS)} COCO keypoints (its OKS sigmas), got another number")
     data["annotations"] = anns
     return data
@@ -135,7 +141,7 @@ def evaluate(predictions, ground_truth, iou_types=IOU_TYPES, backend: str = "pyc
             if iou_type not in ground_truth:
                 raise ValueError(f"ground_truth has no entry for {iou_type!r} (keys: {sorted(ground_truth)})")
             gt_source = ground_truth[iou_type]
-        gt_data = _gt_for(_dataset_of(gt_source, on_error), iou_type)
+        gt_data = _gt_for(_dataset_of(gt_source, on_error), iou_type, _source_of(gt_source))
         dets = validate_results(preds, gt_data, iou_type, source)
         names = STAT_NAMES[iou_type]
         quiet = contextlib.redirect_stdout(io.StringIO())

@@ -26,14 +26,22 @@ class KVCache:
         return self.cross_k.shape[3]
 
 
+def cross_kv_dtype(decoder, memory: torch.Tensor) -> torch.dtype:
+    """dtype of the image K/V: ``decoder.cross_kv_dtype`` when set (``model.quantize`` sets bf16 to
+    halve the bytes every decode step reads), else the memory's."""
+    return getattr(decoder, "cross_kv_dtype", None) or memory.dtype
+
+
 def cross_keys_values(decoder, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every layer's cross-attention K and V of ``memory[N_img, S, D]``, each ``[layers, N_img, H, S, K]``."""
+    """Every layer's cross-attention K and V of ``memory[N_img, S, D]``, each ``[layers, N_img, H, S, K]``
+    (in :func:`cross_kv_dtype`)."""
     layers = decoder.layers
     attn = layers[0].cross_attn
     n_img, s, _ = memory.shape
     shape = (len(layers), n_img, attn.num_heads, s, attn.head_dim)
-    k = torch.empty(shape, dtype=memory.dtype, device=memory.device)
-    v = torch.empty(shape, dtype=memory.dtype, device=memory.device)
+    dtype = cross_kv_dtype(decoder, memory)
+    k = torch.empty(shape, dtype=dtype, device=memory.device)
+    v = torch.empty(shape, dtype=dtype, device=memory.device)
     for i, layer in enumerate(layers):
         k[i], v[i] = layer.cross_attn.keys_values(memory)
     return k, v

@@ -29,9 +29,10 @@ def cached_decoder_pass(decoder, cache: KVCache, tokens: torch.Tensor, positions
 
         attn = layer.cross_attn
         q = attn.split_heads(attn.q_proj(layer.cross_norm(x)))
-        o = decode_attention(q, cache.cross_k[i], cache.cross_v[i], image_lengths, kv_index=image_index,
-                             causal=False, backend=backend)
-        x = x + attn.out_proj(attn.merge_heads(o))
+        kv_dtype = cache.cross_k.dtype
+        o = decode_attention(q.to(kv_dtype), cache.cross_k[i], cache.cross_v[i], image_lengths,
+                             kv_index=image_index, causal=False, backend=backend)
+        x = x + attn.out_proj(attn.merge_heads(o.to(x.dtype)))
         x = layer.mlp(x)
     return x
 

@@ -12,7 +12,8 @@ output projection with a :class:`LowPrecisionLinear` that keeps
 and computes ``x @ w.T`` with fp32 activations and fp32 accumulation (the ``lowp_linear`` C++ kernel
 on the CPU for up to ``LowPrecisionLinear.KERNEL_MAX_ROWS`` rows; otherwise, and on other devices,
 ``F.linear`` with the dequantised weight). The encoder, the projection, embeddings, LayerNorms and
-the KV caches stay fp32. The token embedding used for *input* lookups keeps its fp32 values (the
+the self-attention cache stay fp32; the image's cross-attention K/V are kept in bf16 by default
+(``cross_kv_dtype``). The token embedding used for *input* lookups keeps its fp32 values (the
 output projection holds its own low-precision copy).
 
 Measured error (``tests/test_low_precision.py``, which asserts these bounds, and README Benchmarks):
@@ -104,13 +105,21 @@ class LowPrecisionLinear(nn.Module):
 
 
 @torch.no_grad()
-def quantize_decoder(model, dtype: str = "int8", output_projection: bool = True):
+def quantize_decoder(model, dtype: str = "int8", output_projection: bool = True,
+                     cross_kv_dtype: torch.dtype | None = torch.bfloat16):
     """Replace (in place) the decoder's linear layers, and with ``output_projection`` its tied output
-    layer, by :class:`LowPrecisionLinear` of ``dtype`` (``"int8"`` | ``"bf16"``). Returns ``model``.
-    For inference: the replaced layers hold no trainable parameters."""
+    layer, by :class:`LowPrecisionLinear` of ``dtype`` (``"int8"`` | ``"bf16"``), and keep the image's
+    cross-attention K/V in ``cross_kv_dtype`` during generation (bf16 by default: the step then reads
+    half the K/V bytes; the attention runs on bf16 queries/K/V with fp32 accumulation; None keeps the
+    memory's dtype). Returns ``model``. For inference: the replaced layers hold no trainable
+    parameters."""
     if dtype not in DTYPES:
         raise ValueError(f"quantize_decoder: dtype must be one of {DTYPES}, got {dtype!r}")
+    if cross_kv_dtype not in (None, torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"quantize_decoder: cross_kv_dtype must be None, float32, float16 or bfloat16, "
+                         f"got {cross_kv_dtype}")
     decoder = model.decoder
+    decoder.cross_kv_dtype = cross_kv_dtype
     for layer in decoder.layers:
         for parent in list(layer.modules()):
             for name, child in list(parent.named_children()):

@@ -167,15 +167,24 @@ def _check_categories(model, option_sets, given) -> None:
 
 
 def _check_finite_weights(model) -> None:
-    """A model with NaN / inf weights would return empty or NaN results without complaint."""
+    """A model with NaN / inf weights would return empty or NaN results without complaint. One sum
+    per tensor (a NaN or inf makes it non-finite), skipped while no weight changed since the last
+    check (the tensors' version counters)."""
     import torch  # noqa: PLC0415
 
-    tensors = [t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()]
-    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
-        names = [n for n, t in list(model.named_parameters()) + list(model.named_buffers())
-                 if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-        raise ValueError(f"model weights are not finite (NaN or inf in {names[:5]}); predictions would be "
-                         "meaningless")
+    named = [(n, t) for n, t in list(model.named_parameters()) + list(model.named_buffers())
+             if t.is_floating_point()]
+    key = tuple((id(t), t._version) for _, t in named)
+    if getattr(model, "_p2s_finite_weights", None) == key:
+        return
+    with torch.no_grad():
+        sums = [torch.sum(t, dtype=torch.float32) for _, t in named]
+        if sums and not bool(torch.isfinite(torch.stack(sums)).all()):
+            names = [n for n, t in named if not bool(torch.isfinite(t).all())]
+            if names:
+                raise ValueError(f"model weights are not finite (NaN or inf in {names[:5]}); predictions "
+                                 "would be meaningless")
+    model._p2s_finite_weights = key
 
 
 def _finite_encoding(memory):

@@ -56,6 +56,17 @@ def image_files(dataset: dict, image_dir, allow_absolute_paths: bool = False, so
     return out
 
 
+def _check_class_tokens(model, dataset: dict, source) -> None:
+    """Every ground-truth category must have a class token, or its AP would silently be 0."""
+    vocab = getattr(getattr(model, "config", None), "vocab", None)
+    if vocab is None:
+        return
+    bad = [c["id"] for c in dataset.get("categories", []) if not 0 <= c["id"] < vocab.num_classes]
+    if bad:
+        raise ValueError(f"{source}: field 'categories': category ids {bad[:5]} have no class token in the "
+                         f"model's vocabulary (ids must lie in [0, {vocab.num_classes}))")
+
+
 def subset(dataset: dict, image_ids: list[int]) -> dict:
     """``dataset`` restricted to ``image_ids`` (so images never run are not counted as misses)."""
     keep = set(image_ids)
@@ -123,6 +134,7 @@ def evaluate_model(model, data_dir, split: str = "val", tasks=None, image_dir=No
         ids = [im["id"] for im in infos]
         dataset = subset(dataset, ids)
         files = image_files({"images": infos}, images_root, allow_absolute_paths, source=str(path))
+        _check_class_tokens(model, dataset, path)
         accepted = task_option_names(task)
         options = dict(predict_options)
         options.update({k: v for k, v in (task_options or {}).items() if k in accepted})
