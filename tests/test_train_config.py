@@ -127,3 +127,9 @@ def test_encoder_parameter_groups_are_frozen_then_scaled():
         scheduler.step()
     with pytest.raises(ValueError, match="freeze_steps must be in"):
         build_scheduler(optimizer, 2, 10, freeze_steps=11)
+
+
+def test_training_refuses_a_non_square_canvas(tmp_path):
+    cfg = tiny_config(tmp_path, tmp_path / "out", tasks=("detect",))
+    with pytest.raises(ValueError, match=r"training needs a square canvas .*\(64, 96\)"):
+        check_fits(model_config(cfg).replace(image_size=(64, 96)), cfg, None)

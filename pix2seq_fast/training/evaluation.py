@@ -106,7 +106,7 @@ def draw_predictions(model, cfg: TrainConfig, out_path_prefix) -> list[Path]:
     """One PNG per task, ``{prefix}_{task}.png``: the first ``vis_images`` val images side by side
     with the model's predictions drawn on them (scores >= 0.3 for boxes and instances)."""
     from pix2seq_fast.predictor import predict  # noqa: PLC0415
-    from pix2seq_fast.predictor.coco_run import annotation_file, find_image_dir  # noqa: PLC0415
+    from pix2seq_fast.predictor.coco_run import annotation_file, find_image_dir, image_files, load_split  # noqa: PLC0415
     from pix2seq_fast.visualize import draw, save_png  # noqa: PLC0415
 
     if cfg.vis_images < 1:
@@ -114,10 +114,11 @@ def draw_predictions(model, cfg: TrainConfig, out_path_prefix) -> list[Path]:
     image_dir = find_image_dir(cfg.data_dir, cfg.val_split)
     written = []
     for task in cfg.tasks:
-        dataset = json.loads(annotation_file(cfg.data_dir, task, cfg.val_split).read_text())
+        path = annotation_file(cfg.data_dir, task, cfg.val_split)
+        dataset = load_split(path, task)
         names = {int(c["id"]): c["name"] for c in dataset.get("categories", [])} or None
         infos = sorted(dataset["images"], key=lambda im: im["id"])[:cfg.vis_images]
-        files = [str(image_dir / im["file_name"]) for im in infos]
+        files = image_files({"images": infos}, image_dir, source=str(path))
         decode_opts, task_opts = predictor_options(cfg, task)
         results = predict(model, files, task, batch_size=cfg.eval_batch_size, **decode_opts, **task_opts)
         panels = [draw(f, r, category_names=names, score_threshold=0.3) for f, r in zip(files, results)]

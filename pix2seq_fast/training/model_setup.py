@@ -36,6 +36,9 @@ def check_fits(config, cfg: TrainConfig, tokenizer) -> None:
         if tokenizer.vocab_size > config.vocab.text_vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} pieces but the model's vocab.text_vocab_size "
                              f"is {config.vocab.text_vocab_size}; lower text_vocab_size or raise the model's")
+    if not isinstance(config.image_size, int):
+        raise ValueError(f"training needs a square canvas (one int image_size), got {config.image_size}; "
+                         "non-square [H, W] canvases are for converted checkpoints and inference")
     if config.encoder == "vit" and config.image_size % config.patch_size:
         raise ValueError(f"image_size {config.image_size} must be a multiple of the patch size {config.patch_size}")
 
