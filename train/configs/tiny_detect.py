@@ -1,19 +1,23 @@
-"""Detection only, ``tiny`` preset on the synthetic set (2-core CPU, ~10 minutes): the v1 sequence
-recipe at toy scale, with the choices explained in ``tiny_multitask.py`` (128 px canvas, 64 bins,
-10 objects per sequence, milder scale jitter, a 150-step encoder freeze against the feature collapse).
+"""Detection only, with the ``tiny_multitask`` recipe (frozen pretrained EfficientNet-Lite0 trunk at
+stride 8 with memoised features, 128 px canvas, compact 64-bin vocabulary, flips only; the reasons
+are in ``tiny_multitask.py``).
 
     python train/main.py --config tiny_detect
 """
 from pix2seq_fast.training.config import TrainConfig
 
+FLIP_ONLY = {"scale_range": (1.0, 1.0), "flip_prob": 0.5, "color_jitter": 0.0}
+COMPACT_VOCAB = {"class_offset": 50, "num_classes": 10, "coord_offset": 60, "bins": 64, "text_offset": 124,
+                 "text_vocab_size": 0}
+
 CONFIG = TrainConfig(
-    preset="tiny", image_size=128,
-    model_overrides={"vocab": {"bins": 64, "text_offset": 1100, "text_vocab_size": 0},
-                     "dropout": 0.0, "drop_path": 0.0},
+    preset="tiny-lite0", image_size=128,
+    model_overrides={"vocab": COMPACT_VOCAB, "feature_stride": 8, "dropout": 0.0, "drop_path": 0.0},
     tasks=("detect",), task_weights={"detect": 1.0},
     data_dir="data_out/synthetic128", synthetic={"num_train": 2000, "num_val": 200, "image_size": 128},
-    task_configs={"detect": {"max_objects": 10}}, augment={"detect": {"scale_range": (0.7, 1.3)}},
-    freeze_encoder_steps=150, num_workers=1, threads=1, batch_size=32, steps=1000, warmup_steps=50, lr=2e-3,
-    end_lr_factor=0.01, weight_decay=0.05, grad_clip=1.0, out_dir="runs/tiny_detect",
-    log_every=10, ckpt_every=100, keep_last=2, eval_every=0, eval_images=100, eval_batch_size=32, vis_images=4,
+    task_configs={"detect": {"max_objects": 10}}, augment={"detect": FLIP_ONLY},
+    cache_backbone_features=True, num_workers=1, threads=1, batch_size=32, steps=1500, warmup_steps=50,
+    lr=3e-3, end_lr_factor=0.01, weight_decay=0.05, grad_clip=1.0, out_dir="runs/tiny_detect",
+    log_every=20, ckpt_every=250, keep_last=2, eval_every=0, eval_images=100, eval_batch_size=32,
+    eval_options={"greedy": True}, vis_images=4,
 )
