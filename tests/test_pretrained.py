@@ -1,6 +1,5 @@
 """Pretrained CNN backbones: the weight sources, the foreign key mapping, the hash and version pins,
 the frozen-trunk encoder and its feature cache, and a real photo classified by the loaded network."""
-import numpy as np
 import pytest
 import timm
 import torch
@@ -147,7 +146,7 @@ def test_trunk_feature_cache_equals_the_trunk_and_counts():
         torch.testing.assert_close(second, trunk(torch.stack([b, c, a])))
         torch.testing.assert_close(first, trunk(torch.stack([a, b])))
     nudged = a.clone()
-    nudged[0, 0, 0] = np.nextafter(float(a[0, 0, 0]), 2.0)  # one ulp differs: a different key
+    nudged[0, 0, 0] = torch.nextafter(a[0, 0, 0], torch.tensor(2.0))  # one float32 ulp: a different key
     cache(trunk_fn, nudged[None])
     assert calls == [2, 1, 1]
     assert TrunkFeatureCache(max_bytes=0)(trunk_fn, a[None]).shape == (1, 4, 3, 3)
