@@ -117,7 +117,8 @@ def task_kwargs(task, batch):
                     labels=[np.full(SEG_INSTANCES, 1 + i, np.int64) for i in range(batch)],
                     num_samples=SEG_SAMPLES, max_points=SEG_POINTS)
     if task == "keypoints":
-        return dict(boxes=[boxes_of(PERSONS, 100 + i) for i in range(batch)])
+        return dict(boxes=[boxes_of(PERSONS, 100 + i) for i in range(batch)],
+                    labels=[np.ones(PERSONS, np.int64) for _ in range(batch)])  # COCO person
     return dict(max_length=CAPTION_TOKENS)
 
 

@@ -209,7 +209,7 @@ def check_generation():
                          pad_token_id=0, bos_token_id=10, eos_token_id=None, decoder_start_token_id=10,
                          forced_eos_token_id=None)
     hf = MBartForConditionalGeneration(config).eval().cuda()
-    for batch, steps, top_p, name in ((1, 501, 0.4, "detect b1 501 tok"), (80, 64, 0.8, "segment b80 64 tok")):
+    for batch, steps, top_p, name in ((1, 128, 0.4, "detect b1 128 tok"), (80, 64, 0.8, "segment b80 64 tok")):
         mem = memory.cuda()
         pr = torch.full((batch, 1), 10, dtype=torch.int64, device="cuda")
         ours = lambda: generate(model, mem, pr, torch.ones(batch, dtype=torch.int64, device="cuda"),  # noqa: E731
