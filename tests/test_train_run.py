@@ -33,7 +33,8 @@ def test_loss_falls_when_overfitting_a_handful_of_images(data, tmp_path):
     for task in cfg.tasks:  # every task's own loss falls too
         per_task = [r[f"loss_{task}"] for r in records if f"loss_{task}" in r]
         assert per_task[-1] < 0.75 * per_task[0], (task, per_task)
-    assert set(result["summary"]) == {"box_AP", "mask_AP", "keypoint_AP", "BLEU-4", "CIDEr"}
+    assert set(result["summary"]) == {"box_AP", "mask_AP", "keypoint_AP", "BLEU-4", "CIDEr", "mask_AP_given_boxes",
+                                      "keypoint_AP_given_boxes"}
     final = json.loads((out / "final_metrics.json").read_text())
     assert final["summary"] == result["summary"] and final["step"] == 50
 
