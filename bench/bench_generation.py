@@ -27,6 +27,7 @@ import time
 import pytest
 import torch
 
+from hf_baseline import mbart_like_vit_b
 from pix2seq_fast.generation import SamplingConfig, generate, generate_uncached
 from pix2seq_fast.model import create_model
 
@@ -86,17 +87,9 @@ def fast_models(ours):
 
 @pytest.fixture(scope="module")
 def hf_model():
-    from transformers import MBartConfig, MBartForConditionalGeneration
     from transformers.modeling_outputs import BaseModelOutput
 
-    config = MBartConfig(vocab_size=35000, d_model=512, encoder_layers=1, decoder_layers=6,
-                         encoder_attention_heads=16, decoder_attention_heads=16, encoder_ffn_dim=2048,
-                         decoder_ffn_dim=2048, max_position_embeddings=1024, activation_function="gelu",
-                         dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, scale_embedding=False,
-                         pad_token_id=0, bos_token_id=10, eos_token_id=None, decoder_start_token_id=10,
-                         forced_eos_token_id=None)
-    torch.manual_seed(0)
-    model = MBartForConditionalGeneration(config).eval()
+    model = mbart_like_vit_b()
     memory, prompts, _, _ = scenario_inputs("detect b=1")
     with torch.no_grad():  # warm-up, as for ours
         model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=memory), decoder_input_ids=prompts,

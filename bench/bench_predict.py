@@ -39,6 +39,8 @@ import numpy as np
 import pytest
 import torch
 
+from hf_baseline import mbart_like_vit_b
+
 # task:batch:threads cells (threads 0 = all cores). The default grid fits ~10-15 minutes on a 2-core
 # machine; P2S_BENCH_PREDICT_CELLS=all runs every task at batch 1 and 8, at one thread and all cores.
 DEFAULT_CELLS = "detect:1:1,detect:1:0,detect:8:0,segment:1:0,keypoints:1:0,caption:1:0"
@@ -83,16 +85,7 @@ def models():
 
 @pytest.fixture(scope="module")
 def hf_model():
-    from transformers import MBartConfig, MBartForConditionalGeneration
-
-    config = MBartConfig(vocab_size=35000, d_model=512, encoder_layers=1, decoder_layers=6,
-                         encoder_attention_heads=16, decoder_attention_heads=16, encoder_ffn_dim=2048,
-                         decoder_ffn_dim=2048, max_position_embeddings=1024, activation_function="gelu",
-                         dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, scale_embedding=False,
-                         pad_token_id=0, bos_token_id=10, eos_token_id=None, decoder_start_token_id=10,
-                         forced_eos_token_id=None)
-    torch.manual_seed(0)
-    return MBartForConditionalGeneration(config).eval()
+    return mbart_like_vit_b()
 
 
 def images_of(batch):

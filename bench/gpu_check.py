@@ -175,8 +175,9 @@ def check_rasterize():
 
 
 def check_generation():
-    from transformers import MBartConfig, MBartForConditionalGeneration
     from transformers.modeling_outputs import BaseModelOutput
+
+    from hf_baseline import mbart_like_vit_b
 
     from pix2seq_fast.generation import SamplingConfig, generate
     from pix2seq_fast.model import create_model
@@ -202,13 +203,7 @@ def check_generation():
         wall_time(lambda: generate(sharp.cpu(), mem2, prompts, *args), reps=1), "same engine, CPU")
     del sharp
     model.cuda()
-    config = MBartConfig(vocab_size=35000, d_model=512, encoder_layers=1, decoder_layers=6,
-                         encoder_attention_heads=16, decoder_attention_heads=16, encoder_ffn_dim=2048,
-                         decoder_ffn_dim=2048, max_position_embeddings=1024, activation_function="gelu",
-                         dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, scale_embedding=False,
-                         pad_token_id=0, bos_token_id=10, eos_token_id=None, decoder_start_token_id=10,
-                         forced_eos_token_id=None)
-    hf = MBartForConditionalGeneration(config).eval().cuda()
+    hf = mbart_like_vit_b().cuda()
     for batch, steps, top_p, name in ((1, 128, 0.4, "detect b1 128 tok"), (80, 64, 0.8, "segment b80 64 tok")):
         mem = memory.cuda()
         pr = torch.full((batch, 1), 10, dtype=torch.int64, device="cuda")
