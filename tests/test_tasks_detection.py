@@ -11,7 +11,7 @@ VOCAB = Vocab()
 SMALL = Vocab(num_classes=20, class_offset=100, coord_offset=200, bins=100, text_offset=300,
               text_vocab_size=64)
 V1 = Vocab(bins=2000, text_vocab_size=0)  # v1 from scratch: 2000 bins, detection-only vocabulary
-PLAIN = DetectionConfig(noise_boxes=False, corrupt_classes=False, random_order=False)
+PLAIN = DetectionConfig(noise_boxes=False, corrupt_classes=False, object_order="given")
 
 
 def random_annotation(rng, n, vocab=VOCAB):
@@ -40,7 +40,7 @@ def test_hand_made_layout_without_augmentation():
 
 
 def test_hand_made_layout_with_noise_objects():
-    cfg = DetectionConfig(corrupt_classes=False, random_order=False)
+    cfg = DetectionConfig(corrupt_classes=False, object_order="given")
     seq = encode_detection([[0.1, 0.2, 0.5, 0.6]], [7], np.random.default_rng(0), VOCAB, cfg)
     assert seq.input.shape == seq.target.shape == seq.weight.shape == (500,)
     np.testing.assert_array_equal(seq.target[:5], [1100, 1200, 1500, 1599, 107])
@@ -98,11 +98,25 @@ def test_new_random_order_every_call():
     assert len(orders) > 10
 
 
-def test_order_is_kept_when_random_order_is_off():
+def test_order_is_kept_when_object_order_is_given():
     rng = np.random.default_rng(3)
     boxes, labels = random_annotation(rng, 5)
     seq = encode_detection(boxes, labels, rng, VOCAB, PLAIN)
     np.testing.assert_array_equal(objects_of(seq)[:5, 4], labels + 100)
+
+
+@pytest.mark.parametrize("order", ["area", "dist2ori"])
+def test_fixed_orders_sort_the_objects(order):
+    boxes = np.array([[0.5, 0.5, 0.6, 0.6], [0.1, 0.2, 0.9, 0.8], [0.0, 0.1, 0.2, 0.3]], np.float32)
+    seq = encode_detection(boxes, [1, 2, 3], np.random.default_rng(0), VOCAB,
+                           DetectionConfig(noise_boxes=False, corrupt_classes=False, object_order=order))
+    expected = {"area": [102, 103, 101], "dist2ori": [103, 102, 101]}[order]
+    np.testing.assert_array_equal(objects_of(seq)[:3, 4], expected)
+
+
+def test_unknown_object_order_is_refused():
+    with pytest.raises(ValueError, match="object_order"):
+        DetectionConfig(object_order="size")
 
 
 # ---- augmentation statistics ----------------------------------------------------------------------

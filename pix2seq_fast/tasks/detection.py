@@ -1,7 +1,7 @@
 """Object detection as a token sequence (SPEC §2 detection, §4 detection decoding).
 
 Sequence: ``[10]`` then per object ``ymin xmin ymax xmax class``, objects in a new random order on
-every call, up to ``max_objects`` (100); total ``1 + 5 * max_objects`` tokens, so ``input`` /
+every call (or a fixed order, ``object_order``: Pix2seq v1 Fig. 7), up to ``max_objects`` (100); total ``1 + 5 * max_objects`` tokens, so ``input`` /
 ``target`` / ``weight`` have ``L = 5 * max_objects = 500``.
 
 Training sequence augmentation (Pix2Seq v1 §2.3, the authors' ``data_utils.augment_bbox``) fills the
@@ -39,6 +39,9 @@ from pix2seq_fast.tasks.common import (SequenceLengths, TrainSequence, check_box
 from pix2seq_fast.vocab import Vocab
 
 
+OBJECT_ORDERS = ("random", "area", "dist2ori", "given")
+
+
 @dataclass(frozen=True)
 class DetectionConfig(SequenceLengths):
     """Detection sequence settings; defaults are the papers' / authors' values.
@@ -47,7 +50,9 @@ class DetectionConfig(SequenceLengths):
     noise_boxes: sequence augmentation with NOISE objects (training on; off gives ``5n`` tokens + PAD).
     corrupt_classes: ``rand_n_fake_cls`` input corruption: every *input* class token becomes a
         uniformly random class token (p 0.5) or NOISE (p 0.5); targets are untouched.
-    random_order: shuffle the objects on every call (the v1 paper's best ordering).
+    object_order: "random" (a new order on every call: the v1 paper's best at convergence), "area"
+        (largest first), "dist2ori" (box top-left corner nearest the image origin first) or "given"
+        (as annotated). Fixed orders break ties stably by the given order.
     dup_max_jitter: duplicates move by TruncatedNormal(0, dup_max_jitter / 2) × box size (0.1).
     random_box_max_size: random boxes' |TruncatedNormal(0, max / 2)| height and width (1.0).
     noise_class_weight: weight of a noise object's class target (1.0); its coordinates weigh 0.
@@ -58,7 +63,7 @@ class DetectionConfig(SequenceLengths):
     max_objects: int = 100
     noise_boxes: bool = True
     corrupt_classes: bool = True
-    random_order: bool = True
+    object_order: str = "random"
     dup_max_jitter: float = 0.1
     random_box_max_size: float = 1.0
     noise_class_weight: float = 1.0
@@ -68,6 +73,8 @@ class DetectionConfig(SequenceLengths):
     def __post_init__(self):
         if self.max_objects < 1:
             raise ValueError(f"max_objects must be >= 1, got {self.max_objects}")
+        if self.object_order not in OBJECT_ORDERS:
+            raise ValueError(f"object_order must be one of {OBJECT_ORDERS}, got {self.object_order!r}")
 
     @property
     def prompt_length(self) -> int:
@@ -136,6 +143,21 @@ def noise_boxes(boxes: np.ndarray, num_noise: int, rng: np.random.Generator,
     return out[rng.permutation(num_noise)], dup
 
 
+def object_order(boxes: np.ndarray, order: str, rng: np.random.Generator) -> np.ndarray:
+    """Permutation ``[n]`` that puts ``boxes [n, 4]`` (``ymin xmin ymax xmax``) in ``order``."""
+    if order == "random":
+        return rng.permutation(boxes.shape[0])
+    if order == "area":
+        key = -(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    elif order == "dist2ori":
+        key = boxes[:, 0] ** 2 + boxes[:, 1] ** 2
+    elif order == "given":
+        key = np.zeros(boxes.shape[0])
+    else:
+        raise ValueError(f"object_order must be one of {OBJECT_ORDERS}, got {order!r}")
+    return np.argsort(key, kind="stable")
+
+
 def encode_detection(boxes, labels, rng: np.random.Generator, vocab: Vocab,
                      cfg: DetectionConfig | None = None) -> TrainSequence:
     """Annotation -> training sequence (``[L]`` arrays, ``L = 5 * cfg.max_objects``).
@@ -149,9 +171,8 @@ def encode_detection(boxes, labels, rng: np.random.Generator, vocab: Vocab,
     boxes = _clip01(check_boxes(boxes, "boxes"))
     labels = check_labels(labels, boxes.shape[0], vocab, "labels")
 
-    if cfg.random_order:
-        order = rng.permutation(boxes.shape[0])
-        boxes, labels = boxes[order], labels[order]
+    order = object_order(boxes, cfg.object_order, rng)
+    boxes, labels = boxes[order], labels[order]
     boxes, labels = boxes[:cfg.max_objects], labels[:cfg.max_objects]
     n = boxes.shape[0]
     class_tokens = labels + vocab.class_offset
