@@ -51,7 +51,7 @@ def train_one_task(data, out, task, steps, **overrides):
         preset="tiny-lite0", image_size=128, data_dir=str(data), out_dir=str(out),
         model_overrides={"vocab": COMPACT_VOCAB, "feature_stride": 8, "dropout": 0.0, "drop_path": 0.0},
         tasks=(task,), task_weights={task: 1.0}, text_vocab_size=96,
-        task_configs={"detect": {"max_objects": 8}, "segment": {"max_points": 96, "random_start_vertex": False},
+        task_configs={"detect": {"max_objects": 8}, "segment": {"max_points": 96, "start_vertex": "given"},
                       "caption": {"max_tokens": 48}},
         augment={task: NO_AUGMENT}, cache_backbone_features=True, num_workers=0, threads=1,
         batch_size=NUM_IMAGES, steps=steps, warmup_steps=20, lr=3e-3, end_lr_factor=0.05, weight_decay=0.0,

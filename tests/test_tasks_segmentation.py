@@ -11,7 +11,7 @@ from pix2seq_fast.vocab import Vocab
 VOCAB = Vocab()
 SMALL = Vocab(num_classes=20, class_offset=100, coord_offset=200, bins=100, text_offset=300,
               text_vocab_size=64)
-FIXED = SegmentationConfig(random_start_vertex=False)
+FIXED = SegmentationConfig(start_vertex="given")
 BOX = [0.1, 0.2, 0.5, 0.6]
 PROMPT = [11, 1100, 1200, 1500, 1599, 103]
 
@@ -76,6 +76,27 @@ def test_random_start_vertex_rotates_each_polygon():
         assert sorted(map(tuple, resp[12:18].reshape(-1, 2))) == sorted(map(tuple, q[:3]))
         starts.add(tuple(resp[:2]))
     assert len(starts) == 5
+
+
+def test_top_start_vertex_is_canonical():
+    tl, tr, br, bl = [0.3, 0.1], [0.3, 0.5], [0.7, 0.5], [0.7, 0.1]
+    square = np.array([br, tr, tl, bl], np.float32)               # anticlockwise on screen, from a corner
+    triangle = np.array([[0.2, 0.6], [0.1, 0.8], [0.2, 0.9]], np.float32)  # higher up: comes first
+    cfg = SegmentationConfig(start_vertex="top")
+    rng = np.random.default_rng(0)
+    seq = encode_segmentation(BOX, 3, [square, triangle], rng, VOCAB, cfg)
+    resp = response_of(seq)
+    expected_triangle = VOCAB.quantize(triangle[[1, 2, 0]]).reshape(-1)    # clockwise from the top vertex
+    np.testing.assert_array_equal(resp[:6], expected_triangle)
+    np.testing.assert_array_equal(resp[6:8], [40, 40])
+    np.testing.assert_array_equal(resp[8:16], VOCAB.quantize(np.array([tl, tr, br, bl], np.float32)).reshape(-1))
+    rotated = encode_segmentation(BOX, 3, [np.roll(triangle, 1, axis=0), square[::-1]], rng, VOCAB, cfg)
+    np.testing.assert_array_equal(rotated.target, seq.target)
+
+
+def test_unknown_start_vertex_rule_is_refused():
+    with pytest.raises(ValueError, match="start_vertex"):
+        SegmentationConfig(start_vertex="left")
 
 
 def test_polygons_of_fewer_than_3_points_and_empty_parts():

@@ -6,7 +6,11 @@ response holds at most ``max_points`` (128) points, i.e. 256 tokens; as in the a
 separator pairs count toward the 256, so a cut can leave a trailing ``40 40``. Total
 ``6 + 256`` tokens, so ``L = 261``. PAD targets weigh ``pad_weight`` (1.0).
 
-Following the v2 paper, each polygon starts at a random vertex on every call (``random_start_vertex``).
+Following the v2 paper, each polygon starts at a random vertex on every call (``start_vertex``
+"random"); "given" keeps the stored vertex order, "top" makes the sequence a function of the shape
+alone: every polygon turns the same way round (clockwise on screen) from its topmost vertex (then
+leftmost), and the polygons follow one another by that first vertex (top to bottom, then left to
+right).
 Polygons of fewer than 3 points are encoded as given, as the authors do; empty polygons are skipped.
 """
 from __future__ import annotations
@@ -22,19 +26,23 @@ from pix2seq_fast.tasks.common import (SequenceLengths, TrainSequence, check_flo
 from pix2seq_fast.vocab import Vocab, dequantize
 
 
+START_VERTEX_RULES = ("random", "given", "top")
+
+
 @dataclass(frozen=True)
 class SegmentationConfig(SequenceLengths):
     """Segmentation sequence settings; defaults are the papers' / authors' values.
 
     max_points: points per response (128), separator pairs included.
-    random_start_vertex: rotate every polygon to a random first vertex (paper: on).
+    start_vertex: "random" (rotate every polygon to a random first vertex: the paper), "given" (as
+        stored) or "top" (canonical: clockwise from the topmost vertex, polygons ordered by it).
     pad_weight: weight of PAD / end targets (1.0).
     top_p: inference nucleus p (0.8).
     num_samples: sequences drawn per instance at inference, voted into one mask (8).
     """
 
     max_points: int = 128
-    random_start_vertex: bool = True
+    start_vertex: str = "random"
     pad_weight: float = 1.0
     top_p: float = 0.8
     num_samples: int = 8
@@ -42,6 +50,8 @@ class SegmentationConfig(SequenceLengths):
     def __post_init__(self):
         if self.max_points < 1:
             raise ValueError(f"max_points must be >= 1, got {self.max_points}")
+        if self.start_vertex not in START_VERTEX_RULES:
+            raise ValueError(f"start_vertex must be one of {START_VERTEX_RULES}, got {self.start_vertex!r}")
 
     @property
     def prompt_length(self) -> int:
@@ -75,6 +85,16 @@ def _check_polygons(polygons) -> list[np.ndarray]:
     return parts
 
 
+def canonical_polygon(part: np.ndarray) -> np.ndarray:
+    """``part [k, 2]`` (y x) turned clockwise on screen (y down) and rolled to start at its topmost
+    vertex (the leftmost of those)."""
+    y, x = part[:, 0].astype(np.float64), part[:, 1].astype(np.float64)
+    if np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y) < 0:  # shoelace in (x, y): < 0 is anticlockwise on screen
+        part = part[::-1]
+    start = int(np.lexsort((part[:, 1], part[:, 0]))[0])
+    return np.roll(part, -start, axis=0)
+
+
 def encode_segmentation(box, label, polygons, rng: np.random.Generator, vocab: Vocab,
                         cfg: SegmentationConfig | None = None) -> TrainSequence:
     """One instance -> training sequence (``[L]`` arrays, ``L = 5 + 2 * cfg.max_points``).
@@ -88,9 +108,11 @@ def encode_segmentation(box, label, polygons, rng: np.random.Generator, vocab: V
     label = check_label(label, vocab)
     parts = _check_polygons(polygons)
 
+    if cfg.start_vertex == "top":
+        parts = sorted((canonical_polygon(p) for p in parts), key=lambda p: (float(p[0, 0]), float(p[0, 1])))
     pieces = []
     for i, part in enumerate(parts):
-        if cfg.random_start_vertex:
+        if cfg.start_vertex == "random":
             part = np.roll(part, -int(rng.integers(part.shape[0])), axis=0)
         if i:
             pieces.append(np.array([vocab.separator, vocab.separator], dtype=np.int64))

@@ -38,7 +38,7 @@ CONFIG = TrainConfig(
     task_weights={"detect": 1.0, "segment": 1.0, "keypoints": 1.0, "caption": 1.0},
     data_dir="data_out/synthetic128", synthetic={"num_train": 2000, "num_val": 200, "image_size": 128},
     text_vocab_size=128,
-    task_configs={"detect": {"max_objects": 10}, "segment": {"max_points": 96, "random_start_vertex": False},
+    task_configs={"detect": {"max_objects": 10}, "segment": {"max_points": 96, "start_vertex": "given"},
                   "caption": {"max_tokens": 64}},
     augment={task: FLIP_ONLY for task in ("detect", "segment", "keypoints", "caption")},
     task_batch_sizes={"detect": 8, "segment": 4, "keypoints": 4, "caption": 4},
