@@ -14,7 +14,7 @@ from pix2seq_fast.predictor.caption import CaptionOptions, caption_batch
 from pix2seq_fast.predictor.detect import DetectOptions, detect_batch
 from pix2seq_fast.predictor.keypoints import KeypointOptions, keypoints_batch
 from pix2seq_fast.predictor.options import DecodeOptions
-from pix2seq_fast.predictor.segment import SegmentOptions, segment_batch
+from pix2seq_fast.predictor.segment import SegmentOptions, segment_batch, segment_crops
 from pix2seq_fast.vocab import TASKS
 
 __all__ = ["predict", "DecodeOptions", "DetectOptions", "SegmentOptions", "KeypointOptions",
@@ -52,7 +52,9 @@ def predict(model, images, task: str = "detect", *, batch_size: int = 8, progres
         detect: :class:`DetectOptions` (``max_objects=100, early_stop=False, score_threshold=0.0,
         max_detections=100, categories=None``);
         segment: DetectOptions for its detection pass + :class:`SegmentOptions`
-        (``num_samples=8, max_points=128, vote_threshold=0.5, max_sequences=800``);
+        (``num_samples=8, max_points=128, vote_threshold=0.5, max_sequences=800, crop=False,
+        crop_padding=0.5, max_crops=64``; ``crop=True`` encodes each instance's crop of about
+        twice its box, given or detected, instead of the whole image);
         keypoints: DetectOptions + :class:`KeypointOptions` (``person_category=1,
         crop_padding=0.5, max_crops=64``);
         caption: :class:`CaptionOptions` (``max_length=128``).
@@ -128,6 +130,16 @@ def _run_chunk(model, items, task, decode, option_sets, given, generator):
             persons = detect_batch(model, batch, memory, decode, det, generator)
         return keypoints_batch(model, images, persons, decode, kp, generator)
 
+    seg = option_sets.get(SegmentOptions)
+    if task == "segment" and seg.crop:
+        if given is not None:       # no whole-image encoding needed: only the crops are encoded
+            instances = caller_boxes(*given, sizes)
+        else:
+            batch = to_canvas(images, engine.model_canvas(model), device)
+            instances = detect_batch(model, batch, encode(batch.pixels), decode,
+                                     option_sets[DetectOptions], generator)
+        return segment_crops(model, images, instances, decode, seg, generator, encode=encode)
+
     batch = to_canvas(images, engine.model_canvas(model), device)
     memory = encode(batch.pixels)
     if task == "detect":
@@ -136,8 +148,7 @@ def _run_chunk(model, items, task, decode, option_sets, given, generator):
         return caption_batch(model, batch, memory, decode, option_sets[CaptionOptions], generator)
     instances = (caller_boxes(*given, sizes) if given is not None else
                  detect_batch(model, batch, memory, decode, option_sets[DetectOptions], generator))
-    return segment_batch(model, batch, memory, instances, decode, option_sets[SegmentOptions],
-                         generator)
+    return segment_batch(model, batch, memory, instances, decode, seg, generator)
 
 
 def _check_categories(model, option_sets, given) -> None:

@@ -5,7 +5,8 @@ encode all crops as one batch, prompt ``[12] ymin xmin ymax xmax class`` with th
 canvas coordinates, decode the 34 ``y x`` tokens with p 0.1 recording the coordinate log-probs,
 ``decode_keypoints`` (INVISIBLE → best coordinate token at that position), put points still missing
 at the box centre with v = 0, and map everything back to the original image (per axis, through
-the crop's rounded resized size: ``geometry.pixel_factors``)."""
+the crop's rounded resized size: ``geometry.pixel_factors``). The crops are ``crops.CropBatch``,
+which the segmentation pipeline's ``crop`` option shares."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from pix2seq_fast.predictor import engine
-from pix2seq_fast.predictor.geometry import (canvas_points_to_pixels, person_crops,
-                                             pixel_boxes_to_canvas, pixel_factors)
+from pix2seq_fast.predictor.crops import CropBatch, slice_instances
+from pix2seq_fast.predictor.geometry import canvas_points_to_pixels
 from pix2seq_fast.preprocess import CROP_PAD_SCALE
 from pix2seq_fast.predictor.options import DecodeOptions
 from pix2seq_fast.results import Detections, Keypoints
@@ -41,33 +42,6 @@ class KeypointOptions:
             raise ValueError(f"max_crops must be >= 1, got {self.max_crops}")
 
 
-class CropBatch:
-    """Person crops of one image list. pixels ``[n, 3, H_c, W_c]`` (the canvas), factors ``[n, 2]``
-    float64 ``(f_y, f_x)`` crop pixels per canvas unit, windows ``[n, 4]`` int64 ``x0 y0 x1 y1``
-    (exclusive ends) in the original image, image ``[n]`` index, image_sizes ``[n, 2]`` (height,
-    width) of each crop's image."""
-
-    def __init__(self, images: list[torch.Tensor], persons: list[Detections], canvas,
-                 padding: float, device):
-        from pix2seq_fast.preprocess import canvas_hw, resize_and_pad  # noqa: PLC0415
-
-        windows = [person_crops(torch.from_numpy(d.boxes_xyxy), *d.image_size, padding=padding)
-                   for d in persons]
-        self.windows = torch.cat(windows)
-        self.image = torch.repeat_interleave(torch.arange(len(persons)),
-                                             torch.tensor([len(d) for d in persons]))
-        self.image_sizes = torch.tensor([d.image_size for d in persons],
-                                        dtype=torch.int64).reshape(-1, 2)[self.image]
-        n = self.windows.shape[0]
-        self.pixels = torch.empty(n, 3, *canvas_hw(canvas), dtype=torch.float32, device=device)
-        for j, ((x0, y0, x1, y1), i) in enumerate(zip(self.windows.tolist(), self.image.tolist())):
-            padded, _ = resize_and_pad(images[i][:, y0:y1, x0:x1], canvas)
-            self.pixels[j].copy_(padded)
-        crop_sizes = torch.stack([self.windows[:, 3] - self.windows[:, 1],
-                                  self.windows[:, 2] - self.windows[:, 0]], dim=1)
-        self.factors = pixel_factors(crop_sizes, canvas)
-
-
 def keypoints_batch(model, images: list[torch.Tensor], persons: list[Detections],
                     decode: DecodeOptions, options: KeypointOptions, generator=None) -> list[Keypoints]:
     """Keypoints of the ``persons`` boxes (one ``Detections`` per image of ``images``, which are the
@@ -82,7 +56,7 @@ def keypoints_batch(model, images: list[torch.Tensor], persons: list[Detections]
     labels = torch.cat([torch.from_numpy(d.labels) for d in persons])
     for lo in range(0, total, int(options.max_crops)):
         hi = min(lo + int(options.max_crops), total)
-        crops = CropBatch(images, _slice_persons(persons, lo, hi), canvas, options.crop_padding,
+        crops = CropBatch(images, slice_instances(persons, lo, hi), canvas, options.crop_padding,
                           device)
         points[lo:hi], scores[lo:hi] = _decode_crops(model, crops, boxes[lo:hi], labels[lo:hi],
                                                      decode, generator)
@@ -94,17 +68,6 @@ def keypoints_batch(model, images: list[torch.Tensor], persons: list[Detections]
     return results
 
 
-def _slice_persons(persons: list[Detections], lo: int, hi: int) -> list[Detections]:
-    """The persons of flat indices ``[lo, hi)``, still grouped per image."""
-    sliced, first = [], 0
-    for d in persons:
-        a = min(max(lo - first, 0), len(d))
-        b = max(min(hi - first, len(d)), a)
-        sliced.append(Detections(d.boxes_xyxy[a:b], d.labels[a:b], d.scores[a:b], d.image_size))
-        first += len(d)
-    return sliced
-
-
 def _decode_crops(model, crops: CropBatch, boxes_px: torch.Tensor, labels: torch.Tensor,
                   decode: DecodeOptions, generator):
     """-> (``[n, 17, 3]`` x y v pixels, ``[n]`` scores) for the crops' persons."""
@@ -114,9 +77,7 @@ def _decode_crops(model, crops: CropBatch, boxes_px: torch.Tensor, labels: torch
     n = boxes_px.shape[0]
     device = crops.pixels.device
     memory = engine.encode(model, crops.pixels)
-    offset = crops.windows[:, :2].to(torch.float32)
-    boxes_in_crop = boxes_px - offset.repeat(1, 2)
-    boxes_canvas = pixel_boxes_to_canvas(boxes_in_crop, crops.factors).clamp_(0.0, 1.0)
+    boxes_canvas = crops.canvas_boxes(boxes_px)
     prompts = keypoints_prompt(boxes_canvas.to(device), labels.to(device), vocab)
     out = engine.run_generate(
         model, memory, prompts, torch.full((n,), 6, dtype=torch.int64, device=device),
