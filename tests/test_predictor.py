@@ -177,6 +177,20 @@ def test_segment_vote_threshold(coord_model):
     np.testing.assert_array_equal(many, one)
 
 
+def test_greedy_segment_decodes_one_sequence_per_instance(coord_model, monkeypatch):
+    from pix2seq_fast.predictor import engine
+
+    rows = []
+    real = engine.run_generate
+    monkeypatch.setattr(engine, "run_generate", lambda model, memory, prompts, *a, **k: (
+        rows.append(prompts.shape[0]), real(model, memory, prompts, *a, **k))[1])
+    boxes = [[5.0, 5.0, 60.0, 45.0], [10.0, 12.0, 30.0, 40.0]]
+    predict(coord_model, images()[0], "segment", boxes=boxes, labels=[1, 2], num_samples=8, max_points=6,
+            greedy=True)
+    predict(coord_model, images()[0], "segment", boxes=boxes, labels=[1, 2], num_samples=8, max_points=6, seed=0)
+    assert rows == [2, 16]
+
+
 def test_segment_uses_own_detections(coord_model):
     imgs = images()
     dets = predict(coord_model, imgs, "detect", max_objects=3, greedy=True)

@@ -89,7 +89,7 @@ def segment_batch(model, batch: CanvasBatch, memory: torch.Tensor, instances: li
                          "segment_crops(model, images, instances, ...) instead of segment_batch")
     vocab = engine.model_vocab(model)
     device = memory.device
-    k = int(options.num_samples)
+    k = samples_per_instance(options, decode)
     counts = [len(d) for d in instances]
     if sum(counts) == 0:
         return _empty(instances)
@@ -129,7 +129,7 @@ def segment_crops(model, images: list[torch.Tensor], instances: list[Detections]
     vocab = engine.model_vocab(model)
     canvas = engine.model_canvas(model)
     device = engine.model_device(model)
-    k = int(options.num_samples)
+    k = samples_per_instance(options, decode)
     total = sum(len(d) for d in instances)
     if total == 0:
         return _empty(instances)
@@ -211,6 +211,12 @@ def concat_packed(chunks: list) -> "PackedSegmentation":
         n_parts += c.part_offsets.numel() - 1
     return PackedSegmentation(torch.cat(points) if points else torch.zeros(0, 2), torch.cat(parts),
                               torch.cat(seqs))
+
+
+def samples_per_instance(options: SegmentOptions, decode: DecodeOptions) -> int:
+    """``num_samples``, or 1 under greedy decoding (every sample would be the same sequence, and
+    the vote of identical masks is that mask)."""
+    return 1 if decode.greedy else int(options.num_samples)
 
 
 def pack_samples(decoded, num_samples: int, factors: torch.Tensor,
