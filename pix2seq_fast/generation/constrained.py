@@ -199,74 +199,41 @@ def generate_constrained(model, memory, prompts, prompt_lengths, image_index, ma
                          attention_backend="auto", sampling_backend=None, check_every=8):
     """``generation.generate`` with ``constraint`` (same arguments and ``GenerationOutput``; the
     module docstring gives what logprobs / recorded hold)."""
-    from pix2seq_fast.generation.generate import (GenerationOutput, check_generate_args,  # noqa: PLC0415
-                                                  eos_tokens)
-    from pix2seq_fast.generation.kv_cache import allocate_cache  # noqa: PLC0415
-    from pix2seq_fast.generation.step import cached_decoder_pass, decode_hidden  # noqa: PLC0415
-    from pix2seq_fast.ops.sampling import top_p_sample  # noqa: PLC0415
+    from pix2seq_fast.generation.generate import EndTracker, GenerationOutput, prefill  # noqa: PLC0415
+    from pix2seq_fast.generation.step import decode_hidden  # noqa: PLC0415
 
     if not isinstance(constraint, TokenConstraint):
         raise ValueError(f"generate: constraint must be a TokenConstraint, got {type(constraint).__name__}")
-    prompt_lengths, image_index, max_prompt = check_generate_args(
-        model, memory, prompts, prompt_lengths, image_index, max_new_tokens, sampling, record)
-    if not isinstance(check_every, int) or check_every < 1:
-        raise ValueError(f"generate: check_every must be an int >= 1, got {check_every!r}")
     constraint.check_vocab(model.config.vocab_size)
+    run = prefill(model, memory, prompts, prompt_lengths, image_index, max_new_tokens, sampling, record,
+                  generator, sampling_backend, check_every, attention_backend)
     decoder = model.decoder
     device = memory.device
     batch = prompts.shape[0]
-    prompts = prompts[:, :max_prompt].to(torch.int64)
-    top_p, top_k, temperature = sampling.per_row(batch, device)
-    backend = sampling.backend if sampling_backend is None else sampling_backend
-
-    def sample(logits):
-        return top_p_sample(logits, top_p, top_k, temperature, rule=sampling.rule, generator=generator,
-                            backend=backend, return_logprobs=True)
-
     slices = _slices(decoder, constraint, device, record)
-    cache = allocate_cache(decoder, memory, batch, max_prompt + max_new_tokens - 1)
-    image_lengths = torch.full((batch,), memory.shape[1], dtype=torch.int64, device=device)
     tokens = torch.zeros(batch, max_new_tokens, dtype=torch.int64, device=device)
     logprob_out = torch.zeros(batch, max_new_tokens, dtype=torch.float32, device=device)
     recorded = None if record is None else torch.full(
         (batch, max_new_tokens, int(record[1]) - int(record[0])), float("-inf"), device=device)
-
-    positions = torch.arange(max_prompt, device=device)
-    zeros = torch.zeros(batch, dtype=torch.int64, device=device)
-    hidden = cached_decoder_pass(decoder, cache, prompts, positions.expand(batch, -1), zeros,
-                                 torch.full_like(zeros, max_prompt), image_index, image_lengths,
-                                 attention_backend)
-    hidden = hidden.gather(1, (prompt_lengths - 1).view(batch, 1, 1).expand(-1, 1, hidden.shape[-1]))[:, 0]
-    if stop_on_eos:
-        eos = eos_tokens(prompts, model.config.vocab) if eos_token is None else torch.as_tensor(
-            eos_token, dtype=torch.int64, device=device).expand(batch)
-        finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        lengths = torch.full((batch,), max_new_tokens, dtype=torch.int64, device=device)
-        pad = torch.full_like(eos, model.config.vocab.pad)
-    position = prompt_lengths.clone()
+    ends = EndTracker(run.prompts, model.config.vocab, eos_token, max_new_tokens, stop_on_eos, check_every)
+    hidden = run.last_hidden
+    position = run.prompt_lengths.clone()
     steps = max_new_tokens
     for t in range(max_new_tokens):
         sl = slices[t % constraint.period]
-        logits, ids, logprobs = sample_step(decoder, hidden, sl, sample)
-        if stop_on_eos:
-            ids = torch.where(finished, pad, ids)
-            logprobs = logprobs.masked_fill(finished, 0.0)
-            ended = (ids == eos) & ~finished
-            lengths = torch.where(ended, torch.full_like(lengths, t + 1), lengths)
-            finished = finished | ended
+        logits, ids, logprobs = sample_step(decoder, hidden, sl, run.sample)
+        ids, logprobs = ends.update(t, ids, logprobs)
         tokens[:, t] = ids
         logprob_out[:, t] = logprobs
         if recorded is not None:
             write_record(recorded, t, logits, sl, record)
         if t + 1 == max_new_tokens:
             break
-        if stop_on_eos and (t + 1) % check_every == 0 and bool(finished.all()):
+        if ends.all_done(t):
             steps = t + 1
             break
-        hidden = decode_hidden(decoder, cache, ids, position, image_index, image_lengths, attention_backend)
+        hidden = decode_hidden(decoder, run.cache, ids, position, run.image_index, run.image_lengths,
+                               attention_backend)
         position += 1
-    if not stop_on_eos:
-        lengths = torch.full((batch,), steps, dtype=torch.int64, device=device)
     return GenerationOutput(tokens[:, :steps], logprob_out[:, :steps],
-                            None if recorded is None else recorded[:, :steps],
-                            torch.minimum(lengths, torch.tensor(steps, device=device)))
+                            None if recorded is None else recorded[:, :steps], ends.lengths(steps))

@@ -93,6 +93,89 @@ def eos_tokens(prompts: torch.Tensor, vocab) -> torch.Tensor:
                        torch.full_like(prompts[:, 0], vocab.pad)).to(torch.int64)
 
 
+@dataclass
+class Prefilled:
+    """What ``generate`` and ``generate_constrained`` share once their arguments are checked: the
+    prompts cut to the longest, per-row indices, the sampler, the KV cache holding the prompts, and
+    each row's hidden state at its last prompt token (``last_hidden [B, D]``, before the final LN)."""
+
+    prompts: torch.Tensor
+    prompt_lengths: torch.Tensor
+    image_index: torch.Tensor
+    image_lengths: torch.Tensor
+    cache: object
+    sample: object
+    last_hidden: torch.Tensor
+
+
+def prefill(model, memory, prompts, prompt_lengths, image_index, max_new_tokens, sampling, record,
+            generator, sampling_backend, check_every, attention_backend) -> Prefilled:
+    """Check the arguments (``ValueError`` naming the argument), allocate the cache and run all
+    prompts through the decoder at once (padding positions are overwritten by the rows' later steps)."""
+    prompt_lengths, image_index, max_prompt = check_generate_args(
+        model, memory, prompts, prompt_lengths, image_index, max_new_tokens, sampling, record)
+    if not isinstance(check_every, int) or check_every < 1:
+        raise ValueError(f"generate: check_every must be an int >= 1, got {check_every!r}")
+    decoder = model.decoder
+    device = memory.device
+    batch = prompts.shape[0]
+    prompts = prompts[:, :max_prompt].to(torch.int64)
+    top_p, top_k, temperature = sampling.per_row(batch, device)
+    backend = sampling.backend if sampling_backend is None else sampling_backend
+
+    def sample(logits):
+        return top_p_sample(logits, top_p, top_k, temperature, rule=sampling.rule, generator=generator,
+                            backend=backend, return_logprobs=True)
+
+    cache = allocate_cache(decoder, memory, batch, max_prompt + max_new_tokens - 1)
+    image_lengths = torch.full((batch,), memory.shape[1], dtype=torch.int64, device=device)
+    positions = torch.arange(max_prompt, device=device)
+    zeros = torch.zeros(batch, dtype=torch.int64, device=device)
+    hidden = cached_decoder_pass(decoder, cache, prompts, positions.expand(batch, -1), zeros,
+                                 torch.full_like(zeros, max_prompt), image_index, image_lengths,
+                                 attention_backend)
+    last = hidden.gather(1, (prompt_lengths - 1).view(batch, 1, 1).expand(-1, 1, hidden.shape[-1]))[:, 0]
+    return Prefilled(prompts, prompt_lengths, image_index, image_lengths, cache, sample, last)
+
+
+class EndTracker:
+    """Early stop at each row's end token (``stop_on_eos``): after a row's end, its tokens become PAD
+    and their log-probs 0. ``lengths(steps)`` -> ``[B]`` tokens per row including the end token."""
+
+    def __init__(self, prompts: torch.Tensor, vocab, eos_token, max_new_tokens: int, enabled: bool,
+                 check_every: int):
+        self.enabled, self.check_every, self.max_new_tokens = enabled, check_every, max_new_tokens
+        batch, device = prompts.shape[0], prompts.device
+        if enabled:
+            self.eos = eos_tokens(prompts, vocab) if eos_token is None else torch.as_tensor(
+                eos_token, dtype=torch.int64, device=device).expand(batch)
+            self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
+            self.ends = torch.full((batch,), max_new_tokens, dtype=torch.int64, device=device)
+            self.pad = torch.full_like(self.eos, vocab.pad)
+        self.device = device
+        self.batch = batch
+
+    def update(self, t: int, ids: torch.Tensor, logprobs: torch.Tensor):
+        """Step ``t``'s sampled ``ids[B]`` / ``logprobs[B]`` -> what is stored."""
+        if not self.enabled:
+            return ids, logprobs
+        ids = torch.where(self.finished, self.pad, ids)
+        logprobs = logprobs.masked_fill(self.finished, 0.0)
+        ended = (ids == self.eos) & ~self.finished
+        self.ends = torch.where(ended, torch.full_like(self.ends, t + 1), self.ends)
+        self.finished = self.finished | ended
+        return ids, logprobs
+
+    def all_done(self, t: int) -> bool:
+        """Every row has ended (a host read, only every ``check_every`` steps)."""
+        return self.enabled and (t + 1) % self.check_every == 0 and bool(self.finished.all())
+
+    def lengths(self, steps: int) -> torch.Tensor:
+        if not self.enabled:
+            return torch.full((self.batch,), steps, dtype=torch.int64, device=self.device)
+        return torch.minimum(self.ends, torch.tensor(steps, device=self.device))
+
+
 class _Recorder:
     """Preallocated per-step outputs; ``write(t, ...)`` stores column t without leaving the device."""
 
@@ -143,59 +226,23 @@ def generate(model, memory: torch.Tensor, prompts: torch.Tensor, prompt_lengths:
                                     sampling, record, stop_on_eos, generator, constraint, eos_token=eos_token,
                                     attention_backend=attention_backend, sampling_backend=sampling_backend,
                                     check_every=check_every)
-    prompt_lengths, image_index, max_prompt = check_generate_args(
-        model, memory, prompts, prompt_lengths, image_index, max_new_tokens, sampling, record)
-    if not isinstance(check_every, int) or check_every < 1:
-        raise ValueError(f"generate: check_every must be an int >= 1, got {check_every!r}")
+    run = prefill(model, memory, prompts, prompt_lengths, image_index, max_new_tokens, sampling, record,
+                  generator, sampling_backend, check_every, attention_backend)
     decoder = model.decoder
-    device = memory.device
-    batch = prompts.shape[0]
-    prompts = prompts[:, :max_prompt].to(torch.int64)
-    top_p, top_k, temperature = sampling.per_row(batch, device)
-    sampler_backend = sampling.backend if sampling_backend is None else sampling_backend
-
-    def sample(logits):
-        return top_p_sample(logits, top_p, top_k, temperature, rule=sampling.rule, generator=generator,
-                            backend=sampler_backend, return_logprobs=True)
-
-    cache = allocate_cache(decoder, memory, batch, max_prompt + max_new_tokens - 1)
-    image_lengths = torch.full((batch,), memory.shape[1], dtype=torch.int64, device=device)
-    recorder = _Recorder(batch, max_new_tokens, record, device)
-
-    # Prefill: all prompts at once (padding positions are overwritten by the rows' later steps).
-    positions = torch.arange(max_prompt, device=device)
-    zeros = torch.zeros(batch, dtype=torch.int64, device=device)
-    hidden = cached_decoder_pass(decoder, cache, prompts, positions.expand(batch, -1), zeros,
-                                 torch.full_like(zeros, max_prompt), image_index, image_lengths,
-                                 attention_backend)
-    last = hidden.gather(1, (prompt_lengths - 1).view(batch, 1, 1).expand(-1, 1, hidden.shape[-1]))
-    logits = decoder.logits(last[:, 0])
-
+    recorder = _Recorder(prompts.shape[0], max_new_tokens, record, memory.device)
+    ends = EndTracker(run.prompts, model.config.vocab, eos_token, max_new_tokens, stop_on_eos, check_every)
+    logits = decoder.logits(run.last_hidden)
     step = torch.compile(decode_step, dynamic=False) if compile else decode_step
-    if stop_on_eos:
-        eos = eos_tokens(prompts, model.config.vocab) if eos_token is None else torch.as_tensor(
-            eos_token, dtype=torch.int64, device=device).expand(batch)
-        finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        lengths = torch.full((batch,), max_new_tokens, dtype=torch.int64, device=device)
-        pad = torch.full_like(eos, model.config.vocab.pad)
-    position = prompt_lengths.clone()
+    position = run.prompt_lengths.clone()
     steps = max_new_tokens
     for t in range(max_new_tokens):
-        ids, logprobs = sample(logits)
-        if stop_on_eos:
-            ids = torch.where(finished, pad, ids)
-            logprobs = logprobs.masked_fill(finished, 0.0)
-            ended = (ids == eos) & ~finished
-            lengths = torch.where(ended, torch.full_like(lengths, t + 1), lengths)
-            finished = finished | ended
+        ids, logprobs = ends.update(t, *run.sample(logits))
         recorder.write(t, logits, ids, logprobs)
         if t + 1 == max_new_tokens:
             break
-        if stop_on_eos and (t + 1) % check_every == 0 and bool(finished.all()):
+        if ends.all_done(t):
             steps = t + 1
             break
-        logits = step(decoder, cache, ids, position, image_index, image_lengths, attention_backend)
+        logits = step(decoder, run.cache, ids, position, run.image_index, run.image_lengths, attention_backend)
         position += 1
-    if not stop_on_eos:
-        lengths = torch.full((batch,), steps, dtype=torch.int64, device=device)
-    return recorder.output(steps, torch.minimum(lengths, torch.tensor(steps, device=device)))
+    return recorder.output(steps, ends.lengths(steps))
