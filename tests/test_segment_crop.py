@@ -3,6 +3,7 @@ window, the prompt box and the way back to original pixels (hand-computed, with 
 replaced by fixed tokens), the agreement with the training crop (``augment(person_crop=True)``),
 ``crop=False`` unchanged, the option's routes (``predict``, ``evaluate_model``, the training
 evaluation's ``predictor_options``) and its bad values. Tiny random model, 64 px canvas."""
+import copy
 import json
 from types import SimpleNamespace
 
@@ -290,27 +291,41 @@ def test_evaluate_model_routes_crop(coord_model, tmp_path, monkeypatch):
     assert len(seen) == 2                                # crop off by default
 
 
-def test_training_evaluation_crops_when_training_did(tmp_path):
+def test_a_model_trained_on_crops_segments_on_crops(tmp_path, model, monkeypatch):
     from train_helpers import tiny_config  # noqa: PLC0415
 
+    from pix2seq_fast.predictor import segment as segment_module  # noqa: PLC0415
     from pix2seq_fast.training.evaluation import predictor_options  # noqa: PLC0415
+    from pix2seq_fast.training.model_setup import model_config  # noqa: PLC0415
 
-    plain = tiny_config(tmp_path, tmp_path)
-    assert "crop" not in predictor_options(plain, "segment")[1]
+    assert model_config(tiny_config(tmp_path, tmp_path)).segment_crop is False
     cropped = tiny_config(tmp_path, tmp_path, augment={"segment": {"person_crop": True}})
-    assert predictor_options(cropped, "segment")[1]["crop"] is True
-    for task in ("detect", "keypoints", "caption"):
-        assert "crop" not in predictor_options(cropped, task)[1]
-    off = tiny_config(tmp_path, tmp_path, augment={"segment": {"person_crop": True}},
-                      eval_options={"segment": {"crop": False}})
-    assert predictor_options(off, "segment")[1]["crop"] is False
+    assert model_config(cropped).segment_crop is True
+    assert "crop" not in predictor_options(cropped, "segment")[1]   # the model's config decides
     other = tiny_config(tmp_path, tmp_path, augment={"keypoints": {"person_crop": True}})
-    assert "crop" not in predictor_options(other, "segment")[1]
+    assert model_config(other).segment_crop is False
+    off = tiny_config(tmp_path, tmp_path, eval_options={"segment": {"crop": False}})
+    assert predictor_options(off, "segment")[1]["crop"] is False
+
+    calls = []
+    real = segment_module.segment_crops
+    monkeypatch.setattr("pix2seq_fast.predictor.segment_crops",
+                        lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    kw = dict(boxes=[[4.0, 4.0, 40.0, 30.0]], labels=[1], num_samples=1, max_points=4, greedy=True)
+    image = np.zeros((48, 48, 3), np.uint8)
+    predict(model, image, "segment", **kw)
+    assert calls == []                                       # segment_crop False: whole image
+    crop_model = copy.deepcopy(model)
+    crop_model.config = crop_model.config.replace(segment_crop=True)
+    predict(crop_model, image, "segment", **kw)
+    assert calls == [1]
+    predict(crop_model, image, "segment", crop=False, **kw)  # an explicit option wins
+    assert calls == [1]
 
 
 # ---- (d) bad option values ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("options, name", [
-    ({"crop": "yes"}, "crop"), ({"crop": 1}, "crop"), ({"crop": None}, "crop"),
+    ({"crop": "yes"}, "crop"), ({"crop": 1}, "crop"),
     ({"crop_padding": -0.5}, "crop_padding"), ({"crop_padding": float("nan")}, "crop_padding"),
     ({"crop_padding": "wide"}, "crop_padding"), ({"crop_padding": True}, "crop_padding"),
     ({"max_crops": 0}, "max_crops"),

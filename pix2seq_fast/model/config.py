@@ -35,7 +35,8 @@ class ModelConfig:
     see ``model.pretrained``; loaded when a model is created for training). The projection MLP's
     hidden width is ``dec_dim * (enc_mlp // enc_dim)`` (the authors' rule). ``image_size`` is the
     canvas: one side ``S`` (a square) or ``(H, W)`` as the authors' configs may give it (equal sides
-    become ``S``); ``canvas_hw`` is always ``(H, W)``.
+    become ``S``); ``canvas_hw`` is always ``(H, W)``. ``segment_crop``: segmentation was trained on
+    crops around each instance, so the predictor segments on crops unless told otherwise.
     Dropout (after the MLP activation) and drop-path (per residual branch) act only in training.
     """
 
@@ -60,6 +61,7 @@ class ModelConfig:
     dropout: float = 0.1
     drop_path: float = 0.1
     attn_dropout: float = 0.0
+    segment_crop: bool = False
     vocab: Vocab = field(default_factory=Vocab)
 
     def __post_init__(self):
@@ -68,6 +70,8 @@ class ModelConfig:
         for name in ("pixel_mean", "pixel_std"):  # JSON gives lists
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         self._check_backbone()
+        if not isinstance(self.segment_crop, bool):
+            raise ValueError(f"ModelConfig: segment_crop must be True or False, got {self.segment_crop!r}")
         if not isinstance(self.vocab, Vocab):
             raise ValueError(f"ModelConfig: vocab must be a Vocab, got {type(self.vocab).__name__}")
         object.__setattr__(self, "image_size", _image_size(self.image_size))

@@ -52,9 +52,10 @@ def predict(model, images, task: str = "detect", *, batch_size: int = 8, progres
         detect: :class:`DetectOptions` (``max_objects=100, early_stop=False, score_threshold=0.0,
         max_detections=100, categories=None``);
         segment: DetectOptions for its detection pass + :class:`SegmentOptions`
-        (``num_samples=8, max_points=128, vote_threshold=0.5, max_sequences=800, crop=False,
+        (``num_samples=8, max_points=128, vote_threshold=0.5, max_sequences=800, crop=None,
         crop_padding=0.5, max_crops=64``; ``crop=True`` encodes each instance's crop of about
-        twice its box, given or detected, instead of the whole image);
+        twice its box, given or detected, instead of the whole image; ``None`` does what the model
+        was trained for, ``model.config.segment_crop``);
         keypoints: DetectOptions + :class:`KeypointOptions` (``person_category=1,
         crop_padding=0.5, max_crops=64``);
         caption: :class:`CaptionOptions` (``max_length=128``).
@@ -69,6 +70,9 @@ def predict(model, images, task: str = "detect", *, batch_size: int = 8, progres
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     option_sets = _split_options(task, task_options)
+    seg = option_sets.get(SegmentOptions)
+    if seg is not None and seg.crop is None:   # segment the way the model was trained
+        option_sets[SegmentOptions] = _replace(seg, crop=bool(getattr(getattr(model, "config", None), "segment_crop", False)))
     if (boxes is not None or labels is not None or scores is not None) and task not in ("segment",
                                                                                         "keypoints"):
         raise ValueError(f"boxes / labels / scores are inputs of 'segment' and 'keypoints', not {task!r}")

@@ -8,7 +8,8 @@ sample's polygons are mapped to original pixels (COCO ``x y`` order), rasterised
 rule and voted at the original image size by ``rasterize_vote`` (a pixel is on when at least
 ``vote_threshold`` = half of the samples cover it). Mask score = box score; masks are RLE.
 
-Optional crop (``SegmentOptions.crop``, off by default; the paper's +1.3 AP at 640): each instance
+Optional crop (``SegmentOptions.crop``; by default what the model was trained with,
+``ModelConfig.segment_crop``, off for the authors' models; the paper's +1.3 AP at 640): each instance
 is instead prompted on the encoding of its own crop, the keypoint task's window of about twice its
 box (``geometry.person_crops``, the authors' ``crop_to_bbox``, with ``crop_padding``; training crops
 segmentation examples with the same window under ``augment["segment"]["person_crop"]``). Crops are
@@ -47,7 +48,7 @@ class SegmentOptions:
     raster_backend: backend of ``rasterize_vote`` (``"auto"|"ref"|"cpp"``).
     crop: encode each instance's own crop (about twice its box, the keypoint task's window) instead
     of prompting it on the whole image (the paper's optional crop, +1.3 AP at 640; matches training
-    with ``augment["segment"]["person_crop"]``). crop_padding: padding per side of the crop as a
+    with ``augment["segment"]["person_crop"]``); None (default): the model's ``segment_crop``. crop_padding: padding per side of the crop as a
     fraction of the box's whole-pixel extent (0.5, the authors' ``crop_to_bbox_pad_scale``).
     max_crops: crops encoded per call when ``crop`` (bounds the encoder's memory; each crop's
     ``num_samples`` sequences are still split by ``max_sequences``)."""
@@ -57,7 +58,7 @@ class SegmentOptions:
     vote_threshold: float = 0.5
     max_sequences: int = 800
     raster_backend: str = "auto"
-    crop: bool = False
+    crop: bool | None = None
     crop_padding: float = CROP_PAD_SCALE
     max_crops: int = 64
 
@@ -67,8 +68,8 @@ class SegmentOptions:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < float(self.vote_threshold) <= 1.0:
             raise ValueError(f"vote_threshold must be in (0, 1], got {self.vote_threshold}")
-        if not isinstance(self.crop, (bool, np.bool_)):
-            raise ValueError(f"crop must be True or False, got {self.crop!r}")
+        if self.crop is not None and not isinstance(self.crop, (bool, np.bool_)):
+            raise ValueError(f"crop must be True, False or None (the model's segment_crop), got {self.crop!r}")
         try:
             padding = float(self.crop_padding)
         except (TypeError, ValueError):

@@ -26,9 +26,8 @@ def predictor_options(cfg: TrainConfig, task: str) -> tuple[dict, dict]:
     trained sequence formats (``max_objects``, ``max_points``, caption ``max_length``); then
     ``eval_options`` applies: its plain entries to every task, its ``{task: {...}}`` entries to that
     task (e.g. ``{"num_samples": 4, "caption": {"greedy": True}}``). Decoding is seeded with
-    ``cfg.seed`` unless ``seed`` is given. A run that trained segmentation on instance crops
-    (``augment["segment"]["person_crop"]``) segments with ``crop=True`` unless ``eval_options``
-    says otherwise."""
+    ``cfg.seed`` unless ``seed`` is given. Segmentation crops to each instance when the model was
+    trained that way (``ModelConfig.segment_crop``) unless ``eval_options`` says otherwise."""
     from pix2seq_fast.predictor import DecodeOptions, task_option_names  # noqa: PLC0415
 
     decode_names = {f.name for f in dataclasses.fields(DecodeOptions)}
@@ -37,8 +36,6 @@ def predictor_options(cfg: TrainConfig, task: str) -> tuple[dict, dict]:
     task_opts = {"max_objects": cfg.codec_config("detect").max_objects,
                  "max_points": cfg.codec_config("segment").max_points,
                  "max_length": cfg.codec_config("caption").max_tokens}
-    if task == "segment" and (cfg.augment.get("segment") or {}).get("person_crop"):
-        task_opts["crop"] = True     # infer on the crops the model was trained on
     decode_opts = {"seed": cfg.seed}
     settings = {k: v for k, v in cfg.eval_options.items() if k not in TASK_NAMES}
     for name in TASK_NAMES:

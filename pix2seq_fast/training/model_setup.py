@@ -10,7 +10,9 @@ from pix2seq_fast.training.config import TrainConfig
 
 
 def model_config(cfg: TrainConfig):
-    """``ModelConfig`` of the preset with the run's overrides."""
+    """``ModelConfig`` of the preset with the run's overrides; ``segment_crop`` records whether
+    segmentation trains on instance crops (``augment["segment"]["person_crop"]``), so the saved
+    model's predictor segments the same way."""
     from pix2seq_fast.model import get_config  # noqa: PLC0415
 
     base = get_config(cfg.preset)
@@ -19,6 +21,8 @@ def model_config(cfg: TrainConfig):
         overrides["vocab"] = {**dataclasses.asdict(base.vocab), **overrides["vocab"]}
     if cfg.image_size:
         overrides["image_size"] = cfg.image_size
+    if "segment" in cfg.tasks:
+        overrides["segment_crop"] = bool((cfg.augment.get("segment") or {}).get("person_crop", False))
     return base.replace(**overrides)
 
 
