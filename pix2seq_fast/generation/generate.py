@@ -144,14 +144,13 @@ class EndTracker:
 
     def __init__(self, prompts: torch.Tensor, vocab, eos_token, max_new_tokens: int, enabled: bool,
                  check_every: int):
-        self.enabled, self.check_every, self.max_new_tokens = enabled, check_every, max_new_tokens
+        self.enabled, self.check_every, self.pad = enabled, check_every, vocab.pad
         batch, device = prompts.shape[0], prompts.device
         if enabled:
             self.eos = eos_tokens(prompts, vocab) if eos_token is None else torch.as_tensor(
                 eos_token, dtype=torch.int64, device=device).expand(batch)
             self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
             self.ends = torch.full((batch,), max_new_tokens, dtype=torch.int64, device=device)
-            self.pad = torch.full_like(self.eos, vocab.pad)
         self.device = device
         self.batch = batch
 
@@ -159,11 +158,11 @@ class EndTracker:
         """Step ``t``'s sampled ``ids[B]`` / ``logprobs[B]`` -> what is stored."""
         if not self.enabled:
             return ids, logprobs
-        ids = torch.where(self.finished, self.pad, ids)
+        ids = ids.masked_fill(self.finished, self.pad)
         logprobs = logprobs.masked_fill(self.finished, 0.0)
         ended = (ids == self.eos) & ~self.finished
-        self.ends = torch.where(ended, torch.full_like(self.ends, t + 1), self.ends)
-        self.finished = self.finished | ended
+        self.ends.masked_fill_(ended, t + 1)
+        self.finished |= ended
         return ids, logprobs
 
     def all_done(self, t: int) -> bool:
