@@ -9,7 +9,8 @@ import torch
 
 from pix2seq_fast.data import synthetic
 from pix2seq_fast.data.coco import CocoInstances, ImageReadError
-from pix2seq_fast.data.datasets import (DetectionDataset, KeypointCollate, build_datasets, collate, pad_collate)
+from pix2seq_fast.data.datasets import (DetectionDataset, KeypointCollate, build_datasets, collate, pad_collate,
+                                        trim_padding)
 from pix2seq_fast.tasks import (CaptionConfig, DetectionConfig, KeypointsConfig, SegmentationConfig)
 from pix2seq_fast.text import Tokenizer
 from pix2seq_fast.vocab import Vocab
@@ -159,3 +160,24 @@ def test_bad_arguments(setup):
     with pytest.raises(ValueError, match="on_error"):
         DetectionDataset(CocoInstances(paths["train"]["instances"], paths["train"]["images"]), VOCAB, CANVAS,
                          on_error="ignore")
+
+
+def test_trim_padding_keeps_the_logits_of_every_kept_position():
+    from pix2seq_fast.model import Pix2Seq, get_config  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    model = Pix2Seq(get_config("tiny")).eval()
+    pad, size = model.vocab.pad, model.config.image_size
+    target = torch.tensor([[5, 6, 7, pad, pad, pad, pad], [5, 6, pad, pad, pad, pad, pad]])
+    batch = {"image": torch.rand(2, 3, size, size), "input": torch.randint(1, 30, (2, 7)), "target": target,
+             "weight": torch.ones(2, 7), "task": ["x", "x"]}
+    cut = trim_padding(batch, pad)
+    assert cut["target"].shape == (2, 4) and cut["task"] == ["x", "x"]  # last real target at 2, + its end
+    assert torch.equal(cut["input"], batch["input"][:, :4]) and torch.equal(cut["weight"], batch["weight"][:, :4])
+    with torch.no_grad():
+        assert torch.allclose(model(cut["image"], cut["input"]), model(batch["image"], batch["input"])[:, :4],
+                              atol=1e-5)
+    full = dict(batch, target=torch.full((2, 7), 9))
+    assert trim_padding(full, pad) is full  # nothing to cut
+    empty = dict(batch, target=torch.full((2, 7), pad))
+    assert trim_padding(empty, pad)["target"].shape == (2, 1)

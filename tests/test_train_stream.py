@@ -99,3 +99,28 @@ def test_bad_stream_arguments_raise(datasets):
         StepStream(datasets, 1000, {t: 1.0 for t in datasets})
     with pytest.raises(ValueError, match="batch sizes and repeat must be >= 1"):
         StepStream(datasets, 2, {t: 1.0 for t in datasets}, repeat=0)
+
+
+def test_trim_padding_cuts_only_trailing_pad_and_keeps_every_end_target(datasets):
+    weights = {t: 1.0 for t in datasets}
+    full = take(StepStream(datasets, 4, weights, seed=2).batches(0), 3)
+    trimmed = take(StepStream(datasets, 4, weights, seed=2, trim_padding=True).batches(0), 3)
+    shorter = 0
+    for step_full, step_trim in zip(full, trimmed):
+        for task in datasets:
+            a, b = step_full[task], step_trim[task]
+            length = b["target"].shape[1]
+            shorter += length < a["target"].shape[1]
+            assert torch.equal(a["image"], b["image"])
+            for key in ("input", "target", "weight"):
+                assert torch.equal(a[key][:, :length], b[key]), (task, key)
+            assert bool((a["target"][:, length:] == 0).all())  # only PAD targets were dropped
+            had_end, kept_end = (a["target"] == 0).any(dim=1), (b["target"] == 0).any(dim=1)
+            assert bool((kept_end | ~had_end).all())  # every row that ended still ends
+            assert bool((b["target"][:, -1] == 0).any()) or length == a["target"].shape[1]
+    assert shorter > 0  # captions of <= 24 tokens leave PAD columns to cut
+
+
+def test_trim_padding_needs_batch_mixing(datasets):
+    with pytest.raises(ValueError, match="trim_padding needs batch mixing"):
+        StepStream(datasets, 4, {t: 1.0 for t in datasets}, mode="data", trim_padding=True)

@@ -264,6 +264,20 @@ def pad_collate(examples: list[dict], pad: int = 0) -> dict:
     return collate(padded)
 
 
+def trim_padding(batch: dict, pad: int = 0) -> dict:
+    """Drop the sequence columns after the batch's last non-PAD target and the one PAD target that
+    ends it: ``input/target/weight [B, L] -> [B, L']``, ``L' = min(L, last + 2)``. Every row keeps
+    its end target (its first PAD); the decoder is causal, so the logits at the kept positions are
+    exactly those of the full batch. The loss then counts fewer trailing PAD targets (fewer of the
+    ``pad_weight`` terms in its normaliser). Other keys are passed through."""
+    target = batch["target"]
+    real = (target != pad).any(dim=0).nonzero()
+    length = min(target.shape[1], int(real.max()) + 2 if real.numel() else 1)
+    if length == target.shape[1]:
+        return batch
+    return dict(batch, **{k: batch[k][:, :length] for k in ("input", "target", "weight")})
+
+
 def collate_for(task: str, vocab: Vocab, cfg=None, seed: int = 0, train: bool = True):
     """The collate function of ``task`` (keypoints: with per-batch input corruption when training)."""
     if task == "keypoints":

@@ -66,6 +66,7 @@ class TrainConfig:
     freeze_encoder_steps: int = 0    # the image encoder's lr stays 0 for these first steps
     encoder_lr_factor: float = 1.0   # the image encoder's lr is this times lr (after any freeze)
     cache_backbone_features: bool = False  # memoise a frozen CNN trunk's outputs per distinct image
+    trim_padding: bool = False       # batch mixing: cut each task's batch after its longest sequence's end
     accum_steps: int = 1
     compile: bool = False
     amp: str = "auto"                # "auto": bf16 autocast on GPU, fp32 on CPU; "bf16"; "none"
@@ -94,6 +95,10 @@ class TrainConfig:
             raise ValueError(f"tasks must be a non-empty subset of {TASK_NAMES} without repeats, got {self.tasks}")
         if self.mixing not in ("batch", "data"):
             raise ValueError(f"mixing must be 'batch' or 'data', got {self.mixing!r}")
+        if not isinstance(self.trim_padding, bool):
+            raise ValueError(f"trim_padding must be True or False, got {self.trim_padding!r}")
+        if self.trim_padding and self.mixing != "batch":
+            raise ValueError("trim_padding needs mixing='batch' (a mixed batch's tasks end at different lengths)")
         if self.amp not in ("auto", "bf16", "none"):
             raise ValueError(f"amp must be 'auto', 'bf16' or 'none', got {self.amp!r}")
         if self.device not in ("auto", "cpu", "cuda"):

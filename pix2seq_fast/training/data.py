@@ -115,17 +115,20 @@ class _StepCollate:
     """A step's examples -> ``{task: batch}`` (batch mixing) or ``{"mixed": batch}`` (data mixing).
     Each task's rows go through that task's collate (keypoint input corruption included)."""
 
-    def __init__(self, collate_fns: dict, mixed: bool):
-        self.collate_fns, self.mixed = collate_fns, mixed
+    def __init__(self, collate_fns: dict, mixed: bool, trim_pad: int | None = None):
+        self.collate_fns, self.mixed, self.trim_pad = collate_fns, mixed, trim_pad
 
     def __call__(self, examples: list[dict]) -> dict:
-        from pix2seq_fast.data.datasets import pad_collate  # noqa: PLC0415
+        from pix2seq_fast.data.datasets import pad_collate, trim_padding  # noqa: PLC0415
 
         rows: dict[str, list[int]] = {}
         for i, e in enumerate(examples):
             rows.setdefault(e["task"], []).append(i)
         if not self.mixed:
-            return {t: _tensors(self.collate_fns[t]([examples[i] for i in idx])) for t, idx in rows.items()}
+            batches = {t: _tensors(self.collate_fns[t]([examples[i] for i in idx])) for t, idx in rows.items()}
+            if self.trim_pad is not None:
+                batches = {t: trim_padding(b, self.trim_pad) for t, b in batches.items()}
+            return batches
         examples = list(examples)
         for t, idx in rows.items():
             inputs = self.collate_fns[t]([examples[i] for i in idx])["input"]
@@ -148,7 +151,8 @@ class StepStream:
     """
 
     def __init__(self, datasets: dict, batch_size, task_weights: dict, mode: str = "batch",
-                 seed: int = 0, rank: int = 0, world_size: int = 1, repeat: int = 1, num_workers: int = 0):
+                 seed: int = 0, rank: int = 0, world_size: int = 1, repeat: int = 1, num_workers: int = 0,
+                 trim_padding: bool = False):
         from pix2seq_fast.data.datasets import collate_for  # noqa: PLC0415
         from pix2seq_fast.data.mixing import ShardedSampler  # noqa: PLC0415
 
@@ -166,6 +170,9 @@ class StepStream:
         self.mode, self.seed = mode, int(seed)
         self.rank, self.world_size, self.repeat = int(rank), int(world_size), int(repeat)
         self.num_workers = int(num_workers)
+        if trim_padding and mode != "batch":
+            raise ValueError("trim_padding needs batch mixing (mode='batch')")
+        self.trim_padding = bool(trim_padding)
         weights = np.array([float(task_weights[t]) for t in self.tasks])
         self.probs = weights / weights.sum()
         self.samplers = {t: ShardedSampler(len(ds), self.rank, self.world_size, shuffle=True,
@@ -179,6 +186,12 @@ class StepStream:
                     raise ValueError(f"task {t!r} has {len(self.samplers[t])} examples on each of "
                                      f"{world_size} rank(s), fewer than its batch size {self.batch_sizes[t]}")
         self._order_cache: dict[tuple[str, int], list[int]] = {}
+
+    def _pad_token(self) -> int:
+        pads = {int(ds.vocab.pad) for ds in self.datasets.values()}
+        if len(pads) != 1:
+            raise ValueError(f"trim_padding: the datasets disagree on the PAD token ({sorted(pads)})")
+        return pads.pop()
 
     def _order(self, task: str, epoch: int) -> list[int]:
         key = (task, epoch)
@@ -238,7 +251,8 @@ class StepStream:
         (data mixing: one task ``"mixed"``), from step ``start_step`` on."""
         loader = torch.utils.data.DataLoader(
             TaskKeyedDataset(self.datasets), batch_sampler=_KeyIterable(self, start_step),
-            collate_fn=_StepCollate(self.collate_fns, self.mode == "data"), num_workers=self.num_workers,
+            collate_fn=_StepCollate(self.collate_fns, self.mode == "data",
+                                    self._pad_token() if self.trim_padding else None), num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed * 1009 + self.rank),
             prefetch_factor=2 if self.num_workers else None)
         return iter(loader)
@@ -256,4 +270,4 @@ def build_stream(cfg: TrainConfig, datasets: dict, dist: DistInfo) -> StepStream
     sizes = {t: cfg.batch_size_of(t) for t in datasets} if cfg.mixing == "batch" else cfg.batch_size
     return StepStream(datasets, sizes, cfg.task_weights, mode=cfg.mixing, seed=cfg.seed,
                       rank=dist.rank, world_size=dist.world_size, repeat=cfg.repeat_augment,
-                      num_workers=cfg.num_workers)
+                      num_workers=cfg.num_workers, trim_padding=cfg.trim_padding)
