@@ -1,4 +1,4 @@
-"""``tiny_multitask`` trained ~5x longer (<= 60 min on a 2-core CPU), with a larger share of
+"""``tiny_multitask`` trained 5x longer (<= 60 min on a 2-core CPU), with a larger share of
 detection, which the box, mask and keypoint scores all start from (their boxes come from it).
 
     python train/main.py --config tiny_multitask_long
@@ -15,6 +15,6 @@ _base = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_base)
 
 CONFIG = dataclasses.replace(
-    _base.CONFIG, steps=4000, warmup_steps=100, eval_every=2000, ckpt_every=500,
-    task_batch_sizes={"detect": 24, "segment": 8, "keypoints": 8, "caption": 8},
+    _base.CONFIG, steps=4500, warmup_steps=100, eval_every=2250, ckpt_every=500,
+    task_batch_sizes={"detect": 24, "segment": 16, "keypoints": 8, "caption": 8},
     out_dir="runs/tiny_multitask_long")
