@@ -15,6 +15,6 @@ _base = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_base)
 
 CONFIG = dataclasses.replace(
-    _base.CONFIG, steps=5500, warmup_steps=100, eval_every=2750, ckpt_every=500,
+    _base.CONFIG, steps=4500, warmup_steps=100, eval_every=2250, ckpt_every=500,
     task_batch_sizes={"detect": 24, "segment": 16, "keypoints": 8, "caption": 8},
     out_dir="runs/tiny_multitask_long")
