@@ -73,6 +73,8 @@ class BackboneEncoder(nn.Module):
                              f"not {config.stride}")
         self.tap = strides.index(config.stride)
         self.trunk.prune_intermediate_layers(indices=[self.tap], prune_head=True)
+        # oneDNN's convolutions (depthwise ones above all) run ~2x faster on the CPU in NHWC
+        self.trunk.to(memory_format=torch.channels_last)
         channels = int(self.trunk.feature_info[self.tap]["num_chs"])
         self.frozen = bool(config.freeze_backbone)
         if self.frozen:
@@ -103,6 +105,7 @@ class BackboneEncoder(nn.Module):
         """``images[B, 3, H, W]`` in [0, 1] -> trunk features ``[B, C, rows, cols]``."""
         if self.normalize:
             images = (images - self.pixel_mean) / self.pixel_std
+        images = images.contiguous(memory_format=torch.channels_last)
         return self.trunk.forward_intermediates(images, indices=[self.tap], intermediates_only=True)[0]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
