@@ -107,7 +107,7 @@ def test_frozen_pretrained_encoder(stride, lite0_state, tmp_path):
     # images are normalised inside the encoder, as the weights expect
     expected = trunk.forward_intermediates((images - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
                                            / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
-                                           indices=[model.encoder.tap], intermediates_only=True)[0]
+                                           indices=model.encoder.taps, intermediates_only=True)[0]
     torch.testing.assert_close(model.encoder.trunk_features(images), expected)
     # the saved model holds the weights: loading needs no weight source
     model.save_pretrained(tmp_path)
@@ -117,7 +117,27 @@ def test_frozen_pretrained_encoder(stride, lite0_state, tmp_path):
     torch.testing.assert_close(again(images, tokens), model(images, tokens))
 
 
+def test_fused_strides_concatenate_upsampled_coarse_taps(lite0_state):
+    config = get_config("tiny-lite0", feature_stride=8, fuse_strides=(16,), image_size=64)
+    model = Pix2Seq(config)
+    pretrained.load_backbone_weights(model)
+    images = torch.rand(2, 3, 64, 64)
+    normalised = (images - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    fine, coarse = model.encoder.trunk.forward_intermediates(normalised, indices=model.encoder.taps,
+                                                             intermediates_only=True)
+    assert fine.shape[-2:] == (8, 8) and coarse.shape[-2:] == (4, 4)
+    expected = torch.cat([fine, torch.nn.functional.interpolate(coarse, size=(8, 8), mode="bilinear")], dim=1)
+    torch.testing.assert_close(model.encoder.trunk_features(images), expected)
+    assert model.encoder.stem_projection.in_features == fine.shape[1] + coarse.shape[1]
+    assert model.encode(images).shape == (2, 64, config.dec_dim)
+
+
 def test_cnn_config_rules():
+    for bad in [(8,), (3,), (16, 16)]:
+        with pytest.raises(ValueError, match="fuse_strides"):
+            get_config("tiny-lite0", feature_stride=8, fuse_strides=bad)
+    with pytest.raises(ValueError, match="fuse_strides applies to encoder 'cnn'"):
+        get_config("tiny", fuse_strides=(32,))
     with pytest.raises(ValueError, match="feature_stride must be 2, 4, 8, 16 or 32, got 64"):
         get_config("tiny-lite0", feature_stride=64)
     with pytest.raises(ValueError, match="apply to encoder 'cnn', not 'vit'"):

@@ -29,8 +29,9 @@ class ModelConfig:
     ``encoder="vit"``: ViT/``patch_size`` with fixed 2-D sin-cos positions (any resolution divisible by
     the patch size). ``encoder="resnet"``: the timm ``backbone`` (stride 32) + Linear + LN + sin-cos +
     ``enc_layers`` transformer blocks (the authors'). ``encoder="cnn"``: the same with the trunk tapped
-    at ``feature_stride``, images normalised by ``pixel_mean`` / ``pixel_std`` first, ``enc_layers``
-    may be 0, ``freeze_backbone`` keeps the trunk fixed, and ``backbone_weights`` names where its
+    at ``feature_stride``, images normalised by ``pixel_mean`` / ``pixel_std`` first, ``fuse_strides``
+    (coarser taps, e.g. ``(16,)`` with ``feature_stride=8``) upsampled bilinearly to the
+    ``feature_stride`` grid and concatenated to its channels, ``enc_layers`` may be 0, ``freeze_backbone`` keeps the trunk fixed, and ``backbone_weights`` names where its
     pretrained weights come from (``""`` none, ``"timm"``, ``"file:PATH"``, ``"package:NAME"``;
     see ``model.pretrained``; loaded when a model is created for training). The projection MLP's
     hidden width is ``dec_dim * (enc_mlp // enc_dim)`` (the authors' rule). ``image_size`` is the
@@ -45,6 +46,7 @@ class ModelConfig:
     patch_size: int = 16
     backbone: str = "resnet50"
     feature_stride: int = 32
+    fuse_strides: tuple = ()
     backbone_weights: str = ""
     freeze_backbone: bool = False
     pixel_mean: tuple = ()
@@ -69,6 +71,9 @@ class ModelConfig:
             raise ValueError(f"ModelConfig: encoder must be one of {ENCODERS}, got {self.encoder!r}")
         for name in ("pixel_mean", "pixel_std"):  # JSON gives lists
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        if not isinstance(self.fuse_strides, (tuple, list)):
+            raise ValueError(f"ModelConfig: fuse_strides must be a tuple of strides, got {self.fuse_strides!r}")
+        object.__setattr__(self, "fuse_strides", tuple(self.fuse_strides))
         self._check_backbone()
         if not isinstance(self.segment_crop, bool):
             raise ValueError(f"ModelConfig: segment_crop must be True or False, got {self.segment_crop!r}")
@@ -102,6 +107,14 @@ class ModelConfig:
                              f"for encoder {self.encoder!r}, got {self.enc_layers!r}")
         if self.feature_stride not in (2, 4, 8, 16, 32):
             raise ValueError(f"ModelConfig: feature_stride must be 2, 4, 8, 16 or 32, got {self.feature_stride!r}")
+        if self.fuse_strides and self.encoder != "cnn":
+            raise ValueError(f"ModelConfig: fuse_strides applies to encoder 'cnn', not {self.encoder!r}")
+        for stride in self.fuse_strides:
+            if stride not in (4, 8, 16, 32) or isinstance(stride, bool) or stride <= self.feature_stride:
+                raise ValueError(f"ModelConfig: fuse_strides must hold strides 4, 8, 16 or 32 coarser than "
+                                 f"feature_stride {self.feature_stride}, got {self.fuse_strides!r}")
+        if len(set(self.fuse_strides)) != len(self.fuse_strides):
+            raise ValueError(f"ModelConfig: fuse_strides repeats a stride: {self.fuse_strides!r}")
         if self.encoder == "resnet" and self.feature_stride != 32:
             raise ValueError("ModelConfig: encoder 'resnet' (the authors') taps stride 32; use encoder 'cnn' "
                              f"for feature_stride {self.feature_stride}")

@@ -12,6 +12,7 @@ import timm
 import torch
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
+from torch.nn import functional as F
 
 from pix2seq_fast.model.config import ModelConfig
 from pix2seq_fast.model.layers import LayerNorm, SinCos2DCache, drop_path_or_identity, feed_forward
@@ -71,11 +72,15 @@ class BackboneEncoder(nn.Module):
         if config.stride not in strides:
             raise ValueError(f"ModelConfig: backbone {config.backbone!r} has feature strides {strides}, "
                              f"not {config.stride}")
-        self.tap = strides.index(config.stride)
-        self.trunk.prune_intermediate_layers(indices=[self.tap], prune_head=True)
+        missing = [s for s in config.fuse_strides if s not in strides]
+        if missing:
+            raise ValueError(f"ModelConfig: backbone {config.backbone!r} has feature strides {strides}, "
+                             f"not fuse_strides {missing}")
+        self.taps = [strides.index(config.stride)] + [strides.index(s) for s in sorted(config.fuse_strides)]
+        self.trunk.prune_intermediate_layers(indices=self.taps, prune_head=True)
         # oneDNN's convolutions (depthwise ones above all) run ~2x faster on the CPU in NHWC
         self.trunk.to(memory_format=torch.channels_last)
-        channels = int(self.trunk.feature_info[self.tap]["num_chs"])
+        channels = sum(int(self.trunk.feature_info[t]["num_chs"]) for t in self.taps)
         self.frozen = bool(config.freeze_backbone)
         if self.frozen:
             self.trunk.requires_grad_(False)
@@ -102,11 +107,16 @@ class BackboneEncoder(nn.Module):
         return self
 
     def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
-        """``images[B, 3, H, W]`` in [0, 1] -> trunk features ``[B, C, rows, cols]``."""
+        """``images[B, 3, H, W]`` in [0, 1] -> trunk features ``[B, C, rows, cols]`` at ``feature_stride``
+        (``C`` sums the channels of the tap and of each ``fuse_strides`` tap)."""
         if self.normalize:
             images = (images - self.pixel_mean) / self.pixel_std
         images = images.contiguous(memory_format=torch.channels_last)
-        return self.trunk.forward_intermediates(images, indices=[self.tap], intermediates_only=True)[0]
+        fine, *coarse = self.trunk.forward_intermediates(images, indices=self.taps, intermediates_only=True)
+        if not coarse:
+            return fine
+        upsampled = [F.interpolate(c, size=fine.shape[-2:], mode="bilinear", align_corners=False) for c in coarse]
+        return torch.cat([fine, *upsampled], dim=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.trunk_cache is not None and self.training and self.frozen:
