@@ -1,4 +1,4 @@
-"""``tiny_multitask`` trained 5x longer (<= 60 min on a 2-core CPU), with a larger share of
+"""``tiny_multitask`` trained ~5.6x longer (<= 60 min on a 2-core CPU), with a larger share of
 detection, which the box, mask and keypoint scores all start from (their boxes come from it).
 
     python train/main.py --config tiny_multitask_long
