@@ -1,5 +1,6 @@
-"""``tiny_multitask`` trained ~5.6x longer (<= 60 min on a 2-core CPU), with a larger share of
-detection, which the box, mask and keypoint scores all start from (their boxes come from it).
+"""``tiny_multitask`` trained ~5.6x longer (63 min measured on a 2-core CPU, under load for half of
+it; the budget is 60), with a larger share of detection, which the box, mask and keypoint scores
+all start from (their boxes come from it).
 
     python train/main.py --config tiny_multitask_long
 
