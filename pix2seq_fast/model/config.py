@@ -31,7 +31,8 @@ class ModelConfig:
     ``enc_layers`` transformer blocks (the authors'). ``encoder="cnn"``: the same with the trunk tapped
     at ``feature_stride``, images normalised by ``pixel_mean`` / ``pixel_std`` first, ``fuse_strides``
     (coarser taps, e.g. ``(16,)`` with ``feature_stride=8``) upsampled bilinearly to the
-    ``feature_stride`` grid and concatenated to its channels, ``enc_layers`` may be 0, ``freeze_backbone`` keeps the trunk fixed, and ``backbone_weights`` names where its
+    ``feature_stride`` grid and concatenated to its channels, ``enc_layers`` may be 0,
+    ``freeze_backbone`` keeps the trunk fixed, and ``backbone_weights`` names where its
     pretrained weights come from (``""`` none, ``"timm"``, ``"file:PATH"``, ``"package:NAME"``;
     see ``model.pretrained``; loaded when a model is created for training). The projection MLP's
     hidden width is ``dec_dim * (enc_mlp // enc_dim)`` (the authors' rule). ``image_size`` is the
