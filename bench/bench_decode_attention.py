@@ -10,7 +10,6 @@ ours (the C++ kernel through ``decode_attention``) against
 Every implementation's output is checked against the reference first. The last test prints the
 ratio table measured in this run (``pytest bench/bench_decode_attention.py -s``).
 """
-import os
 import time
 
 import pytest
@@ -31,17 +30,8 @@ SHAPES = {
     "keypoints cross B16 shared L1600": (16, 1, 1600, False, True),
 }
 IMPLS = ["ours", "sdpa", "bmm", "ref"]
-THREADS = int(os.environ.get("P2S_BENCH_THREADS", "0"))  # 0: torch's default (all cores)
+pytestmark = pytest.mark.usefixtures("bench_threads")
 RESULTS: dict = {}  # (shape, impl) -> seconds
-
-
-@pytest.fixture(scope="module", autouse=True)
-def thread_count():
-    before = torch.get_num_threads()
-    if THREADS:
-        torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_inputs(batch, rows, max_keys, causal, shared):

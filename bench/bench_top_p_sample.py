@@ -8,7 +8,6 @@
 The last test prints the ratio table measured in this run (``pytest bench/bench_top_p_sample.py -s``;
 ``P2S_BENCH_THREADS=1`` for a single thread).
 """
-import os
 import time
 
 import pytest
@@ -21,17 +20,8 @@ TOP_P = 0.8
 BATCHES = (1, 8, 80, 256)
 VOCABS = (3000, 35000)
 IMPLS = ["ours", "sort", "softmax"]
-THREADS = int(os.environ.get("P2S_BENCH_THREADS", "0"))  # 0: torch's default (all cores)
+pytestmark = pytest.mark.usefixtures("bench_threads")
 RESULTS: dict = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def thread_count():
-    before = torch.get_num_threads()
-    if THREADS:
-        torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
 
 
 def sort_recipe(logits, top_p=TOP_P):

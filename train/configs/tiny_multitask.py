@@ -11,7 +11,7 @@ each reaches and the table of every recipe tried). The recipe, and why (each cho
   + a trainable projection; from scratch a ViT's features collapse and the decoder stays image-blind
   for the whole CPU budget; stride 16 alone learns detection faster than stride 8 alone (box AP 0.18
   vs 0.12 after 500 steps of 32), and the fused grid beats both: detection alone, 1000 steps of 32,
-  box AP 0.33 -> 0.36 (a 2x canvas at stride 16 reached 0.39 but its trunk costs 5x per image);
+  box AP 0.33 -> 0.36 (a 2x canvas at stride 16 reached 0.39 but its trunk costs ~6x per image);
   long recipe at step 2250: box AP 0.31 -> 0.37, keypoint AP 0.36 -> 0.52, at ~1.3x the time per step
   (hence 800 steps here, not 900);
 - the frozen trunk's output is memoised per distinct input image (``cache_backbone_features``), so a
