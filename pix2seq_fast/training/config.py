@@ -66,6 +66,7 @@ class TrainConfig:
     freeze_encoder_steps: int = 0    # the image encoder's lr stays 0 for these first steps
     encoder_lr_factor: float = 1.0   # the image encoder's lr is this times lr (after any freeze)
     cache_backbone_features: bool = False  # memoise a frozen CNN trunk's outputs per distinct image
+    feature_cache_gb: float = 4.0    # that memo's size limit in GiB (past it, new inputs are not kept)
     trim_padding: bool = False       # batch mixing: cut each task's batch after its longest sequence's end
     accum_steps: int = 1
     compile: bool = False
@@ -119,7 +120,7 @@ class TrainConfig:
         for name in ("lr", "eps"):
             if not _positive(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
-        for name in ("weight_decay", "grad_clip", "end_lr_factor", "encoder_lr_factor"):
+        for name in ("weight_decay", "grad_clip", "end_lr_factor", "encoder_lr_factor", "feature_cache_gb"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

@@ -68,7 +68,7 @@ class Trainer:
                                  "encoder='cnn' and freeze_backbone=True")
             from pix2seq_fast.training.feature_cache import TrunkFeatureCache  # noqa: PLC0415
 
-            encoder.trunk_cache = TrunkFeatureCache()
+            encoder.trunk_cache = TrunkFeatureCache(max_bytes=int(cfg.feature_cache_gb * 2**30))
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps)
         self.scheduler = build_scheduler(self.optimizer, cfg.warmup_steps, cfg.steps, cfg.end_lr_factor,
                                          cfg.freeze_encoder_steps, cfg.encoder_lr_factor)

@@ -68,7 +68,7 @@ CONFIG = TrainConfig(
     augment={"detect": FLIP_ONLY, "segment": FLIP_AND_CROP, "keypoints": FLIP_ONLY, "caption": FLIP_ONLY},
     task_batch_sizes={"detect": 16, "segment": 16, "keypoints": 8, "caption": 8},
     cache_backbone_features=True, trim_padding=True,
-    num_workers=1, threads=1, batch_size=8, steps=800, warmup_steps=50, lr=3e-3, end_lr_factor=0.01,
+    num_workers=1, threads=2, batch_size=8, steps=1400, warmup_steps=50, lr=3e-3, end_lr_factor=0.01,
     weight_decay=0.05, grad_clip=1.0, out_dir="runs/tiny_multitask",
     log_every=20, ckpt_every=200, keep_last=2, eval_every=0, eval_images=100, eval_batch_size=32,
     eval_options={"greedy": True, "segment": {"greedy": False}}, vis_images=4,

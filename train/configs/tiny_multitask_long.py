@@ -16,6 +16,8 @@ _base = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_base)
 
 CONFIG = dataclasses.replace(
-    _base.CONFIG, steps=4500, warmup_steps=100, eval_every=2250, ckpt_every=500,
-    task_batch_sizes={"detect": 24, "segment": 16, "keypoints": 8, "caption": 8},
-    out_dir="runs/tiny_multitask_long")
+    _base.CONFIG, steps=5500, warmup_steps=100, eval_every=2750, ckpt_every=500,
+    data_dir="data_out/synthetic128_5k", synthetic=dict(_base.CONFIG.synthetic, num_train=5000),
+    task_configs=dict(_base.CONFIG.task_configs, segment=dict(_base.CONFIG.task_configs["segment"], max_points=80)),
+    task_batch_sizes={"detect": 24, "segment": 16, "keypoints": 8, "caption": 12},
+    feature_cache_gb=10.0, out_dir="runs/tiny_multitask_long")
