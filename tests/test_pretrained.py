@@ -170,3 +170,6 @@ def test_trunk_feature_cache_equals_the_trunk_and_counts():
     cache(trunk_fn, nudged[None])
     assert calls == [2, 1, 1]
     assert TrunkFeatureCache(max_bytes=0)(trunk_fn, a[None]).shape == (1, 4, 3, 3)
+    one_entry = TrunkFeatureCache(max_bytes=4 * 3 * 3 * 4)  # room for one [4, 3, 3] float32 map
+    torch.testing.assert_close(one_entry(trunk_fn, torch.stack([a, b])), first)
+    assert len(one_entry) == 1 and one_entry.bytes == 144

@@ -46,6 +46,7 @@ def test_override_parses_literals_strings_and_nested_dicts(tmp_path):
     ("steps=0", "steps must be an int >= 1"),
     ("steps=2.5", "steps must be an int >= 1"),
     ("lr=-1", "lr must be a finite number > 0"),
+    ("feature_cache_gb=-1", "feature_cache_gb must be a finite number >= 0"),
     ("mixing=random", "mixing must be 'batch' or 'data'"),
     ("amp=fp16", "amp must be"),
     ("tasks=('detect', 'track')", "tasks must be a non-empty subset"),

@@ -13,7 +13,7 @@ each reaches and the table of every recipe tried). The recipe, and why (each cho
   vs 0.12 after 500 steps of 32), and the fused grid beats both: detection alone, 1000 steps of 32,
   box AP 0.33 -> 0.36 (a 2x canvas at stride 16 reached 0.39 but its trunk costs ~6x per image);
   long recipe at step 2250: box AP 0.31 -> 0.37, keypoint AP 0.36 -> 0.52, at ~1.3x the time per step
-  (hence 800 steps here, not 900);
+  (at one thread that left 800 steps here, not 900);
 - the frozen trunk's output is memoised per distinct input image (``cache_backbone_features``), so a
   repeated input costs the decoder only; hence no scale jitter, only horizontal flips;
 - detection objects in a fixed order, largest first (``object_order="area"``, Pix2seq v1 Fig. 7),
@@ -40,7 +40,9 @@ each reaches and the table of every recipe tried). The recipe, and why (each cho
   images, 16 segmentation crops and 8 keypoint and caption examples; the projection MLP 1x wide
   (``enc_mlp`` 128);
 - lr 3e-3, short warm-up, no dropout / drop-path (the model under-fits at this budget);
-- one torch thread + one data-loader worker;
+- two torch threads (all cores) + one data-loader worker: 0.53 s per step against 0.83 at one
+  thread (the long recipe, steps 100-200 of a 200-step run on an idle machine: 1.57x), and the
+  evaluation 83 s against 121; hence 1400 steps here;
 - evaluation once, at the end, on 100 val images: greedy decoding for detection, keypoints and
   captions; segmentation as SPEC (8 samples at top-p 0.8 voted into one mask: mask AP from the true
   boxes 0.166 -> 0.246 over greedy on 50 val images); segmentation and keypoints are also scored
