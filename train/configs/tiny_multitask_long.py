@@ -5,7 +5,7 @@ is 60): the README's "The main job, measured" says what it reaches.
 
 What differs from ``tiny_multitask`` (its docstring gives the rest of the recipe and the reasons):
 - 5000 training images instead of 2000 (its own data folder): the previous long run over-fitted
-  2000 (box AP 0.665 on training images, 0.458 on val); the feature cache keeps ~42,000 distinct
+  2000 (box AP 0.665 on training images, 0.458 on val); the feature cache keeps an estimated ~42,000 distinct
   inputs (~6.5 GB), hence ``feature_cache_gb=10``;
 - 5500 steps of 24 detection, 16 segmentation, 8 keypoint and 12 caption examples (more detection,
   which the box, mask and keypoint scores all start from; more captions);
