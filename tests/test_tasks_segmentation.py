@@ -99,6 +99,25 @@ def test_unknown_start_vertex_rule_is_refused():
         SegmentationConfig(start_vertex="left")
 
 
+def test_max_instance_weight_caps_a_long_response_and_leaves_short_ones():
+    square = [[0.1, 0.1], [0.1, 0.3], [0.3, 0.3], [0.3, 0.1]]  # 8 response tokens
+    parts = [np.array(square) + 0.05 * k for k in range(5)]  # 5 parts: 40 points + 4 separator pairs = 48 tokens
+    cfg = SegmentationConfig(start_vertex="given", pad_weight=0.1, max_instance_weight=12)
+    long_seq, short_seq = encode(parts, cfg), encode([np.array(square)], cfg)
+    assert long_seq.weight[5:5 + 48].sum() == pytest.approx(12.0)
+    np.testing.assert_allclose(long_seq.weight[5:5 + 48], 12 / 48)
+    np.testing.assert_allclose(long_seq.weight[5 + 48:], 0.1)  # PAD / end targets keep pad_weight
+    np.testing.assert_array_equal(short_seq.weight, encode([np.array(square)],
+                                                           SegmentationConfig(start_vertex="given", pad_weight=0.1)).weight)
+    np.testing.assert_array_equal(long_seq.target, encode(parts, FIXED).target)  # tokens unchanged
+
+
+@pytest.mark.parametrize("cap", [0, -3.0])
+def test_bad_max_instance_weight_is_refused(cap):
+    with pytest.raises(ValueError, match="max_instance_weight"):
+        SegmentationConfig(max_instance_weight=cap)
+
+
 def test_polygons_of_fewer_than_3_points_and_empty_parts():
     seq = encode([[[0.5, 0.5]], np.zeros((0, 2)), [[0.2, 0.3], [0.4, 0.5]]])
     np.testing.assert_array_equal(response_of(seq)[:8], [1500, 1500, 40, 40, 1200, 1300, 1400, 1500])

@@ -37,6 +37,10 @@ class SegmentationConfig(SequenceLengths):
     start_vertex: "random" (rotate every polygon to a random first vertex: the paper), "given" (as
         stored) or "top" (canonical: clockwise from the topmost vertex, polygons ordered by it).
     pad_weight: weight of PAD / end targets (1.0).
+    max_instance_weight: if set, the response targets of one instance together weigh at most this
+        many tokens (a longer response has each target scaled down), so that instances of many
+        polygons, such as a person's parts, do not outweigh the rest of a batch (None: no cap; the
+        authors' weighting).
     top_p: inference nucleus p (0.8).
     num_samples: sequences drawn per instance at inference, voted into one mask (8).
     """
@@ -44,6 +48,7 @@ class SegmentationConfig(SequenceLengths):
     max_points: int = 128
     start_vertex: str = "random"
     pad_weight: float = 1.0
+    max_instance_weight: float | None = None
     top_p: float = 0.8
     num_samples: int = 8
 
@@ -52,6 +57,8 @@ class SegmentationConfig(SequenceLengths):
             raise ValueError(f"max_points must be >= 1, got {self.max_points}")
         if self.start_vertex not in START_VERTEX_RULES:
             raise ValueError(f"start_vertex must be one of {START_VERTEX_RULES}, got {self.start_vertex!r}")
+        if self.max_instance_weight is not None and not self.max_instance_weight > 0:
+            raise ValueError(f"max_instance_weight must be > 0 or None, got {self.max_instance_weight}")
 
     @property
     def prompt_length(self) -> int:
@@ -120,7 +127,10 @@ def encode_segmentation(box, label, polygons, rng: np.random.Generator, vocab: V
     response = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
     response = response[:cfg.max_response]
     prompt = instance_prompt(vocab.segment_prompt, box[None], np.array([label]), vocab)[0]
-    return shift_sequence(prompt, response, np.float32(1.0), cfg.max_response, cfg.pad_weight,
+    response_weight = 1.0
+    if cfg.max_instance_weight is not None and response.shape[0] > cfg.max_instance_weight:
+        response_weight = cfg.max_instance_weight / response.shape[0]
+    return shift_sequence(prompt, response, np.float32(response_weight), cfg.max_response, cfg.pad_weight,
                           vocab.pad)
 
 
