@@ -107,8 +107,8 @@ def test_max_instance_weight_caps_a_long_response_and_leaves_short_ones():
     assert long_seq.weight[5:5 + 48].sum() == pytest.approx(12.0)
     np.testing.assert_allclose(long_seq.weight[5:5 + 48], 12 / 48)
     np.testing.assert_allclose(long_seq.weight[5 + 48:], 0.1)  # PAD / end targets keep pad_weight
-    np.testing.assert_array_equal(short_seq.weight, encode([np.array(square)],
-                                                           SegmentationConfig(start_vertex="given", pad_weight=0.1)).weight)
+    uncapped = SegmentationConfig(start_vertex="given", pad_weight=0.1)
+    np.testing.assert_array_equal(short_seq.weight, encode([np.array(square)], uncapped).weight)
     np.testing.assert_array_equal(long_seq.target, encode(parts, FIXED).target)  # tokens unchanged
 
 
