@@ -13,7 +13,7 @@ What differs from ``tiny_multitask`` (its docstring gives the rest of the recipe
   and cut at 48 points even its exact target reaches only IoU 0.57 with its mask (0.81 at 80);
 - one instance's polygon targets weigh at most 48 tokens (``max_instance_weight``): persons are 12%
   of the instances and one of five classes in mask AP, but their parts (~130 tokens each) are half
-  of the polygon targets (26% with the cap; counted on 500 generated scenes); with the longer
+  of the polygon targets (26% with the cap; ``docs/main_job/segmentation_targets.py``); with the longer
   persons alone, masks from the true boxes were worse at half-way than before (0.292 against 0.384);
 - captions without horizontal flips: a synthetic caption says "on the left" / "on the right", and a
   flipped image keeps its words.
