@@ -66,6 +66,13 @@ def test_detection_overfits_its_training_images(data, tmp_path):
     model, metrics = train_one_task(data, tmp_path / "det", "detect", steps=300, feature_cache_gb=0.5)
     assert metrics["detect"]["AP50"] >= 0.9, metrics
     assert model.encoder.trunk_cache.max_bytes == 1 << 29
+    # without augmentation each of the images misses the feature cache once, at its first step
+    last = [json.loads(line) for line in (tmp_path / "det" / "metrics.jsonl").read_text().splitlines()
+            if '"loss"' in line][-1]
+    assert last["trunk_cache_misses"] == NUM_IMAGES, last
+    assert last["trunk_cache_hits"] + last["trunk_cache_misses"] == 300 * NUM_IMAGES, last
+    features_mb = 40 * 16 * 16 * 4 / 2**20  # stride-8 tap of 128 px images: 40 channels x 16 x 16, fp32
+    assert last["trunk_cache_mb"] == round(NUM_IMAGES * features_mb, 1), last
 
 
 @pytest.mark.slow

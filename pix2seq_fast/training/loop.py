@@ -88,6 +88,15 @@ class Trainer:
                 "model_config": self.model.config.to_dict() if hasattr(self.model, "config") else None,
                 "tokenizer": tokenizer.serialized if tokenizer is not None else None}
 
+    def _trunk_cache_stats(self) -> dict:
+        """This process's feature-cache counters so far (``{}`` without a cache): images whose trunk
+        features were reused / computed, and the MiB held."""
+        cache = getattr(getattr(self.model, "encoder", None), "trunk_cache", None)
+        if cache is None:
+            return {}
+        return {"trunk_cache_hits": cache.hits, "trunk_cache_misses": cache.misses,
+                "trunk_cache_mb": round(cache.bytes / 2**20, 1)}
+
     def save(self) -> Path | None:
         path = None
         if self.dist.is_main:
@@ -176,7 +185,7 @@ class Trainer:
                 now = time.time()
                 rec = {"step": self.step, "lr": self.scheduler.get_last_lr()[0],
                        "elapsed_s": round(now - t0, 2), "s_per_step": round((now - t_log) / count, 4),
-                       **{k: round(v, 5) for k, v in zip(keys, reduced)}}
+                       **{k: round(v, 5) for k, v in zip(keys, reduced)}, **self._trunk_cache_stats()}
                 sums, count, t_log = {}, 0, now
                 records.append(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}")
