@@ -71,7 +71,7 @@ def test_detection_overfits_its_training_images(data, tmp_path):
             if '"loss"' in line][-1]
     assert last["trunk_cache_misses"] == NUM_IMAGES, last
     assert last["trunk_cache_hits"] + last["trunk_cache_misses"] == 300 * NUM_IMAGES, last
-    features_mb = 40 * 16 * 16 * 4 / 2**20  # stride-8 tap of 128 px images: 40 channels x 16 x 16, fp32
+    features_mb = model.encoder.stem_projection.in_features * 16 * 16 * 4 / 2**20  # fp32, 128 px at stride 8
     assert last["trunk_cache_mb"] == round(NUM_IMAGES * features_mb, 1), last
 
 

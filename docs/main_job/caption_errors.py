@@ -5,31 +5,22 @@ the image, and a few captions beside their references.
     # ~10 s on 100 val images; README "The main job, measured" quotes it
 """
 import argparse
-import json
 import re
 from pathlib import Path
 
-from PIL import Image
-
+from pix2seq_fast.data.coco import CocoCaptions
 from pix2seq_fast.data.synthetic import COLOR_NAMES
 from pix2seq_fast.eval.captions import corpus_bleu
 from pix2seq_fast.model.pix2seq import Pix2Seq
+from pix2seq_fast.predictor.coco_run import annotation_file, load_split
 
 
-def load_split(data_dir: Path, split: str, num_images: int):
-    """First ``num_images`` images by id: ``(images, {id: [captions]}, {id: {colour names}})``."""
-    captions = json.loads((data_dir / "annotations" / f"captions_{split}.json").read_text())
-    instances = json.loads((data_dir / "annotations" / f"instances_{split}.json").read_text())
-    images = sorted(captions["images"], key=lambda im: im["id"])[:num_images]
-    references = {im["id"]: [] for im in images}
-    for ann in captions["annotations"]:
-        if ann["image_id"] in references:
-            references[ann["image_id"]].append(ann["caption"])
-    colours = {im["id"]: set() for im in images}
-    for ann in instances["annotations"]:
-        if ann["image_id"] in colours:
-            colours[ann["image_id"]].add(ann["color"])
-    return images, references, colours
+def image_colours(data_dir: Path, split: str) -> dict[int, set[str]]:
+    """``{image id: the colour names of its objects}`` (the synthetic set stores each one's ``color``)."""
+    colours = {}
+    for ann in load_split(annotation_file(data_dir, "detect", split), "detect")["annotations"]:
+        colours.setdefault(ann["image_id"], set()).add(ann["color"])
+    return colours
 
 
 def main():
@@ -41,17 +32,20 @@ def main():
     parser.add_argument("--show", type=int, default=8)
     args = parser.parse_args()
     model = Pix2Seq.from_pretrained(args.model_dir).eval()
-    images, references, colours = load_split(args.data_dir, args.split, args.images)
-    pictures = [Image.open(args.data_dir / "images" / args.split / im["file_name"]).convert("RGB") for im in images]
-    said = [r.text for r in model.predict(pictures, task="caption", greedy=True, max_length=64)]
-    refs = [references[im["id"]] for im in images]
-    print(f"BLEU-1..4 {' '.join(f'{b:.3f}' for b in corpus_bleu(said, refs))} on {len(images)} {args.split} images")
+    captions = CocoCaptions(annotation_file(args.data_dir, "caption", args.split),
+                            args.data_dir / "images" / args.split)
+    ids = captions.image_ids[:args.images]
+    said = [r.text for r in model.predict([captions.load_image(i) for i in ids], task="caption", greedy=True,
+                                          max_length=64)]
+    refs = [captions.captions(i) for i in ids]
+    print(f"BLEU-1..4 {' '.join(f'{b:.3f}' for b in corpus_bleu(said, refs))} on {len(ids)} {args.split} images")
+    colours = image_colours(args.data_dir, args.split)
     right = wrong = unsaid = 0
-    for im, text in zip(images, said):
-        named = {w for w in re.findall(r"[a-z]+", text) if w in COLOR_NAMES}
-        right += len(named & colours[im["id"]])
-        wrong += len(named - colours[im["id"]])
-        unsaid += len(colours[im["id"]] - named)
+    for i, text in zip(ids, said):
+        named, truth = {w for w in re.findall(r"[a-z]+", text) if w in COLOR_NAMES}, colours.get(i, set())
+        right += len(named & truth)
+        wrong += len(named - truth)
+        unsaid += len(truth - named)
     print(f"colour words: {right} in the image, {wrong} not in it; {unsaid} colours of the image not named "
           "(most references name no colour)")
     for text, ref in list(zip(said, refs))[:args.show]:

@@ -1,6 +1,6 @@
-"""``tiny_multitask`` trained longer on more images, aimed at 60 minutes on an idle 2-core CPU (it took
-67.5 on the last VM measured, whose steps were ~27% slower than the one before); the README's "The
-main job, measured" gives its time and what it reaches.
+"""``tiny_multitask`` trained longer on more images, aimed at 60 minutes on an idle 2-core CPU (the last
+run took 67.5; that VM's speed varied ~20% from run to run); the README's "The main job, measured"
+gives its time and what it reaches.
 
     python train/main.py --config tiny_multitask_long
 
