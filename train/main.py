@@ -9,10 +9,17 @@
 Configs live in ``train/configs/<name>.py`` (each defines ``CONFIG = TrainConfig(...)``); see
 ``pix2seq_fast.training.run`` for what a run writes.
 """
+import os
 import sys
 from pathlib import Path
 
-from pix2seq_fast.training.run import main
+# Before torch loads libgomp: its idle threads spin 300,000 times before they sleep, and on a small
+# CPU that spinning takes the cores a data-loader worker needs. At 10,000 the long recipe's first
+# 300 steps took 144 s instead of 165 s on two cores, with the same losses (README "The main job,
+# measured"). An explicit GOMP_SPINCOUNT in the environment wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
+from pix2seq_fast.training.run import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:], config_dir=Path(__file__).resolve().parent / "configs"))
