@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 # Before torch loads libgomp: its idle threads spin 300,000 times before they sleep, and on a small
-# CPU that spinning takes the cores a data-loader worker needs. At 10,000 the long recipe's first
-# 300 steps took 144 s instead of 165 s on two cores, with the same losses (README "The main job,
-# measured"). An explicit GOMP_SPINCOUNT in the environment wins.
+# CPU that spinning takes the cores a data-loader worker needs. At 10,000 the long recipe's first 300
+# steps (where the frozen trunk still runs on most inputs) took 144-148 s instead of 161-165 s on two
+# cores, with the same losses; warm-cache steps were the same within noise. An explicit
+# GOMP_SPINCOUNT in the environment wins.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from pix2seq_fast.training.run import main  # noqa: E402
