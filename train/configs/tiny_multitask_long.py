@@ -1,6 +1,6 @@
-"""``tiny_multitask`` trained longer on more images, aimed at 60 minutes on an idle 2-core CPU (the last
-run took 67.5; that VM's speed varied ~20% from run to run); the README's "The main job, measured"
-gives its time and what it reaches.
+"""``tiny_multitask`` trained longer on more images, aimed at 60 minutes on an idle 2-core CPU: 47.2 min
+on the Intel Xeon VM (mask AP 0.382 there, the one aim it missed), 62.3 and 67.5 on the AMD EPYC VM
+(all four aims met); the README's "The main job, measured" gives each run's time and metrics.
 
     python train/main.py --config tiny_multitask_long
 
