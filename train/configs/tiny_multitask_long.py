@@ -29,10 +29,11 @@ _base = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_base)
 
 CONFIG = dataclasses.replace(
-    _base.CONFIG, steps=7000, warmup_steps=100, eval_every=3500, ckpt_every=500,
+    _base.CONFIG, steps=8000, warmup_steps=100, eval_every=4000, ckpt_every=500,
     data_dir="data_out/synthetic128_5k", synthetic=dict(_base.CONFIG.synthetic, num_train=5000),
     task_configs=dict(_base.CONFIG.task_configs, segment=dict(_base.CONFIG.task_configs["segment"], max_points=80,
                                                                    max_instance_weight=48)),
     augment=dict(_base.CONFIG.augment, caption=dict(_base.FLIP_ONLY, flip_prob=0.0)),
     task_batch_sizes={"detect": 24, "segment": 16, "keypoints": 8, "caption": 12},
+    eval_options=dict(_base.CONFIG.eval_options, segment=dict(_base.CONFIG.eval_options["segment"], num_samples=16)),
     feature_cache_gb=10.0, out_dir="runs/tiny_multitask_long")
