@@ -16,7 +16,9 @@ Tasks (knobs in brackets, defaults = the issue's settings):
 Systems:
 - ``ours``: ``predict`` with default options (fp32, the authors' unconstrained decoding);
 - ``ours-fast``: ``predict(..., constrained=True)`` on the model after
-  ``quantize_decoder(model, P2S_BENCH_PREDICT_LOWP)`` (default bf16; ``none`` keeps fp32);
+  ``quantize_decoder(model, P2S_BENCH_PREDICT_LOWP)`` (default bf16; ``none`` keeps fp32) and, where
+  the CPU multiplies bf16 natively (AMX / AVX512-BF16), ``quantize_encoder(model)``
+  (``P2S_BENCH_PREDICT_ENCODER``: ``auto`` | ``bf16`` | ``fp32``);
 - ``baseline``: ``model.encode`` of the same canvas batch, then ``transformers`` ``generate`` of an
   mBART decoder of the same dims (pre-LN, 6 x 512, MLP 2048, 16 heads, 35K vocabulary, random
   weights) given the encoding as ``encoder_outputs`` (expanded to one row per sequence; it computes
@@ -25,7 +27,9 @@ Systems:
   ``decode_keypoints`` / ``decode_caption``) and, for masks, the authors' pycocotools path (frPoly per
   sample, merge, decode, mean >= 0.5, RLE encode).
 
-Every system includes the image encoder (the same ``model.encode``, timed inside each system's run).
+Every system includes its image encoder, timed inside its run (``ours`` and the baseline run the same
+fp32 ``model.encode``); the table also gives each cell's encoder seconds alone, fp32 and the fast
+system's, so that the share of a ratio that comes from the encoder can be read off.
 Cells ``task:batch:threads`` (``P2S_BENCH_PREDICT_CELLS``, ``all`` = the issue's full grid: every task
 at batch 1 and 8 images, one thread and all cores; the default is the subset that fits ~15 minutes
 here). One timed round per cell (a cell takes seconds to minutes). The last test prints the table
@@ -53,11 +57,13 @@ DET_OBJECTS = int(os.environ.get("P2S_BENCH_PREDICT_DET_OBJECTS", 100))
 SEG_POINTS = int(os.environ.get("P2S_BENCH_PREDICT_SEG_POINTS", 16))
 CAPTION_TOKENS = int(os.environ.get("P2S_BENCH_PREDICT_CAPTION_TOKENS", 32))
 LOWP = os.environ.get("P2S_BENCH_PREDICT_LOWP", "bf16")
+ENCODER = os.environ.get("P2S_BENCH_PREDICT_ENCODER", "auto")
 SYSTEMS = ["ours", "ours-fast", "baseline"]
 HEIGHT, WIDTH, SEG_INSTANCES, SEG_SAMPLES, PERSONS = 480, 640, 10, 8, 4
 TOP_P = {"detect": 0.4, "segment": 0.8, "keypoints": 0.1, "caption": 1.0}
 GOALS = {"detect": 2.0, "segment": 10.0, "keypoints": 3.0, "caption": 1.5}
 RESULTS: dict = {}  # (task, batch, threads, system) -> images/s
+ENCODER_SECONDS: dict = {}  # (task, batch, threads) -> (fp32 encoder s, fast system's encoder s)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
@@ -69,7 +75,7 @@ def thread_count(t):
 @pytest.fixture(scope="module")
 def models():
     from pix2seq_fast.model import create_model
-    from pix2seq_fast.model.quantize import quantize_decoder
+    from pix2seq_fast.model.quantize import native_bf16, quantize_decoder, quantize_encoder
     from pix2seq_fast.text import Tokenizer
 
     torch.manual_seed(0)
@@ -80,7 +86,28 @@ def models():
     fast.tokenizer = model.tokenizer
     if LOWP != "none":
         quantize_decoder(fast, LOWP)
+    if ENCODER == "bf16" or (ENCODER == "auto" and native_bf16()):
+        quantize_encoder(fast)
     return model, fast
+
+
+def fast_encoder_name(fast):
+    from pix2seq_fast.model.quantize import LowPrecisionEncoder
+
+    return "bf16" if isinstance(fast.encoder, LowPrecisionEncoder) else "fp32"
+
+
+def encoder_inputs(model, task, batch):
+    """The canvases ``predict`` encodes for this cell: ``[B or B * PERSONS, 3, canvas, canvas]``."""
+    canvas = model.config.image_size
+    return torch.rand(batch * (PERSONS if task == "keypoints" else 1), 3, canvas, canvas)
+
+
+def encoder_seconds(model, pixels):
+    with torch.inference_mode():
+        start = time.perf_counter()
+        model.encode(pixels)
+        return time.perf_counter() - start
 
 
 @pytest.fixture(scope="module")
@@ -242,25 +269,35 @@ def test_predict_throughput(benchmark, models, hf_model, cell, system):
     finally:
         torch.set_num_threads(saved)
     RESULTS[(task, batch, threads, system)] = batch / seconds[-1]
+    if system == "ours-fast":
+        saved = torch.get_num_threads()
+        torch.set_num_threads(thread_count(threads))
+        try:
+            pixels = encoder_inputs(model, task, batch)
+            ENCODER_SECONDS[cell] = (encoder_seconds(model, pixels), encoder_seconds(fast, pixels))
+        finally:
+            torch.set_num_threads(saved)
     benchmark.group = f"predict {task} b{batch} t{thread_count(threads)}"
     benchmark.extra_info.update(images_per_s=batch / seconds[-1], seconds=seconds[-1])
 
 
-def test_zz_print_table(capsys):
+def test_zz_print_table(capsys, models):
     """images/s per task, batch and thread count from this run; ratio = ours / baseline."""
     assert RESULTS, "run the whole file: the table uses the benchmarks above"
     lines = [f"predict throughput, CPU ({os.cpu_count()} cores), vit-b random weights, 640 canvas, "
              f"{HEIGHT}x{WIDTH} images; det {DET_OBJECTS} objects, seg {SEG_INSTANCES}x{SEG_SAMPLES} <= "
              f"{SEG_POINTS} points, kp {PERSONS} persons, caption {CAPTION_TOKENS} tokens; ours-fast = "
-             f"{LOWP} weights + constrained; images/s",
+             f"{LOWP} decoder + {fast_encoder_name(models[1])} encoder + constrained; images/s; "
+             f"enc s = the encoder alone, fp32 / ours-fast's",
              f"{'task':10s} {'batch':>5s} {'thr':>3s} {'ours':>9s} {'ours-fast':>9s} {'baseline':>9s} "
-             f"{'ours/base':>9s} {'fast/base':>9s} {'goal':>5s}"]
+             f"{'ours/base':>9s} {'fast/base':>9s} {'goal':>5s}  {'enc s':>13s}"]
     for task, batch, threads in CELLS:
-                r = {s: RESULTS.get((task, batch, threads, s), float("nan")) for s in SYSTEMS}
-                best = max(r["ours"], r["ours-fast"]) / r["baseline"]
-                lines.append(f"{task:10s} {batch:5d} {thread_count(threads):3d} {r['ours']:9.3f} "
-                             f"{r['ours-fast']:9.3f} {r['baseline']:9.3f} {r['ours'] / r['baseline']:8.2f}x "
-                             f"{r['ours-fast'] / r['baseline']:8.2f}x {GOALS[task]:4.1f}x "
-                             f"{'met' if best >= GOALS[task] else 'NOT met'}")
+        r = {s: RESULTS.get((task, batch, threads, s), float("nan")) for s in SYSTEMS}
+        enc = ENCODER_SECONDS.get((task, batch, threads), (float("nan"), float("nan")))
+        best = max(r["ours"], r["ours-fast"]) / r["baseline"]
+        lines.append(f"{task:10s} {batch:5d} {thread_count(threads):3d} {r['ours']:9.3f} "
+                     f"{r['ours-fast']:9.3f} {r['baseline']:9.3f} {r['ours'] / r['baseline']:8.2f}x "
+                     f"{r['ours-fast'] / r['baseline']:8.2f}x {GOALS[task]:4.1f}x "
+                     f"{'met' if best >= GOALS[task] else 'NOT met':7s} {enc[0]:6.2f} / {enc[1]:5.2f}")
     with capsys.disabled():
         print("\n" + "\n".join(lines))

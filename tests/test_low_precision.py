@@ -5,7 +5,9 @@
 - the stated error of each precision, against the fp32 model: the max |logit difference|
   (teacher-forced), greedy-decode agreement (free-running tokens equal) and teacher-forced argmax
   agreement, on the authors' ``tf_parity/tiny_a`` checkpoint and on a vit-b-sized random decoder.
-  The bounds below sit just above what was measured (README Benchmarks quotes the measured values).
+  The bounds below sit just above what was measured (README Benchmarks quotes the measured values);
+- the bf16 encoder (``quantize_encoder``): the error of its features relative to their norm, and the
+  same decode statistics for the fp32 decoder given those features instead of the fp32 ones.
 """
 import copy
 import json
@@ -18,13 +20,16 @@ import torch.nn.functional as F
 from conftest import TF_PARITY, requires_tf_parity
 from pix2seq_fast.generation import SamplingConfig, generate
 from pix2seq_fast.model import create_model
-from pix2seq_fast.model.quantize import LowPrecisionLinear, is_quantized, quantize_decoder
+from pix2seq_fast.model.quantize import (LowPrecisionEncoder, LowPrecisionLinear, is_quantized, quantize_decoder,
+                                         quantize_encoder)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # dtype: (max |logit diff|, min greedy agreement, min teacher-forced argmax agreement)
 TINY_A_BOUNDS = {"bf16": (0.03, 1.0, 1.0), "int8": (0.1, 0.8, 0.9)}
 VIT_B_BOUNDS = {"bf16": (0.03, 0.4, 0.95), "int8": (0.08, 0.4, 0.9)}
+# bf16 encoder: (max feature error / feature norm, then as above for the fp32 decoder on its features)
+ENCODER_BOUNDS = {"tiny_a": (0.006, (0.015, 1.0, 1.0)), "vit-b": (0.005, (0.02, 0.5, 0.9))}
 
 
 def op():
@@ -98,27 +103,36 @@ def test_kernel_argument_errors():
 
 
 @torch.no_grad()
-def precision_stats(reference, quantized, memory, seq, prompts, steps):
+def precision_stats(reference, quantized, memory, seq, prompts, steps, quantized_memory=None):
     """Max |logit diff| on ``seq`` (teacher forcing, low-precision weights), max |log-softmax diff| in
     the generation engine (which also keeps the image K/V in bf16) over the steps before the first
     differing token, greedy agreement over ``steps`` tokens, and teacher-forced argmax agreement along
-    the reference's greedy decode."""
-    l0, l1 = reference.decoder(seq, memory), quantized.decoder(seq, memory)
+    the reference's greedy decode. ``quantized`` decodes ``quantized_memory`` (default ``memory``)."""
+    qmemory = memory if quantized_memory is None else quantized_memory
+    l0, l1 = reference.decoder(seq, memory), quantized.decoder(seq, qmemory)
     batch = prompts.shape[0]
     vocab_size = reference.config.vocab_size
-    args = (memory, prompts, torch.full((batch,), prompts.shape[1]), torch.arange(batch), steps,
-            SamplingConfig(greedy=True))
-    o0 = generate(reference, *args, record=(0, vocab_size))
-    o1 = generate(quantized, *args, record=(0, vocab_size))
+    rest = (prompts, torch.full((batch,), prompts.shape[1]), torch.arange(batch), steps, SamplingConfig(greedy=True))
+    o0 = generate(reference, memory, *rest, record=(0, vocab_size))
+    o1 = generate(quantized, qmemory, *rest, record=(0, vocab_size))
     same = (o0.tokens == o1.tokens).cumprod(1).bool()  # steps before the first divergence (and it)
     same = torch.cat([torch.ones_like(same[:, :1]), same[:, :-1]], 1)
     engine = (o0.recorded - o1.recorded).abs().amax(-1)[same].max().item()
     forced = torch.cat([prompts, o0.tokens[:, :-1]], 1)
     p = prompts.shape[1] - 1
     a0 = reference.decoder(forced, memory)[:, p:].argmax(-1)
-    a1 = quantized.decoder(forced, memory)[:, p:].argmax(-1)
+    a1 = quantized.decoder(forced, qmemory)[:, p:].argmax(-1)
     return ((l0 - l1).abs().max().item(), engine, (o0.tokens == o1.tokens).float().mean().item(),
             (a0 == a1).float().mean().item())
+
+
+def feature_error(model, quantized, images):
+    """``(fp32 features, bf16-encoder features, max |difference| / feature norm per row ... max)``."""
+    with torch.no_grad():
+        m0, m1 = model.encode(images), quantized.encode(images)
+    assert m1.dtype == torch.float32 and m1.shape == m0.shape
+    relative = ((m0 - m1).abs().amax(-1) / m0.norm(dim=-1).clamp_min(1e-12)).max().item()
+    return m0, m1, relative
 
 
 def check_bounds(stats, bounds, what):
@@ -169,3 +183,53 @@ def test_error_on_vit_b_sized_random_model(vit_b, dtype):
     quantized = quantize_decoder(copy.deepcopy(model), dtype)
     stats = precision_stats(model, quantized, memory, seq, torch.full((2, 1), 10), 40)
     check_bounds(stats, VIT_B_BOUNDS[dtype], f"vit-b random {dtype}")
+
+
+@requires_tf_parity
+def test_bf16_encoder_error_on_tf_parity_tiny_a():
+    from pix2seq_fast.convert.tf_mapping import map_tf_weights, tf_config_to_model_config
+    from pix2seq_fast.model import Pix2Seq
+
+    golden = TF_PARITY / "tiny_a"
+    config = tf_config_to_model_config(json.loads((golden / "ckpt" / "config.json").read_text()))
+    model = Pix2Seq(config).eval()
+    model.load_state_dict(map_tf_weights(dict(np.load(golden / "weights_by_key.npz")), config))
+    inputs = dict(np.load(golden / "inputs.npz"))
+    quantized = quantize_encoder(copy.deepcopy(model))
+    assert isinstance(quantized.encoder, LowPrecisionEncoder)
+    assert all(p.dtype == torch.bfloat16 for p in quantized.encoder.parameters())
+    images = torch.from_numpy(inputs["images"]).permute(0, 3, 1, 2).contiguous()
+    m0, m1, relative = feature_error(model, quantized, images)
+    max_relative, bounds = ENCODER_BOUNDS["tiny_a"]
+    print(f"tiny_a bf16 encoder: max feature error / feature norm {relative:.4f}")
+    assert relative <= max_relative
+    seq = torch.from_numpy(inputs["seq"])
+    for prompt in ("prompt_1", "prompt_6"):
+        stats = precision_stats(model, model, m0, seq, torch.from_numpy(inputs[prompt]), 10, quantized_memory=m1)
+        check_bounds(stats, bounds, f"tiny_a bf16 encoder {prompt}")
+
+
+def test_bf16_encoder_error_on_vit_b_encoder():
+    """The full 12-layer ViT-B encoder (random weights) on a 320 px image, then vit-b's decoder."""
+    torch.manual_seed(0)
+    model = create_model("vit-b", dec_layers=2, image_size=320).eval()
+    quantized = quantize_encoder(copy.deepcopy(model))
+    images = torch.rand(1, 3, 320, 320, generator=torch.Generator().manual_seed(4))
+    m0, m1, relative = feature_error(model, quantized, images)
+    max_relative, bounds = ENCODER_BOUNDS["vit-b"]
+    print(f"vit-b bf16 encoder: max feature error / feature norm {relative:.4f}")
+    assert relative <= max_relative
+    seq = torch.randint(1000, 2000, (1, 40), generator=torch.Generator().manual_seed(2))
+    seq[:, 0] = 10
+    stats = precision_stats(model, model, m0, seq, torch.full((1, 1), 10), 30, quantized_memory=m1)
+    check_bounds(stats, bounds, "vit-b bf16 encoder")
+
+
+def test_quantize_encoder_arguments():
+    model = create_model("tiny", enc_layers=1)
+    with pytest.raises(ValueError, match="dtype must be"):
+        quantize_encoder(model, "int8")
+    quantize_encoder(model)
+    with pytest.raises(ValueError, match="already in bf16"):
+        quantize_encoder(model)
+

@@ -1,4 +1,4 @@
-"""Lower-precision decoder weights for inference: weight-only int8 or bf16 linear layers.
+"""Lower-precision inference: weight-only int8 or bf16 decoder layers, and a bf16 image encoder.
 
 At batch 1 a decode step reads every decoder weight and the whole output embedding once (~170 MB in
 fp32 for vit-b with the 35K vocabulary), so its time is those bytes over the memory bandwidth.
@@ -16,9 +16,16 @@ the self-attention cache stay fp32; the image's cross-attention K/V are kept in 
 (``cross_kv_dtype``). The token embedding used for *input* lookups keeps its fp32 values (the
 output projection holds its own low-precision copy).
 
+:func:`quantize_encoder` runs the whole image encoder in bfloat16 (weights, activations, its
+LayerNorms and attention; images cast on the way in, features back to fp32 on the way out). The
+encoder is compute-bound (ViT-B at 640 px: ~370 GFLOP per image), so this pays only where the CPU
+multiplies bf16 natively — AMX or AVX512-BF16 (``native_bf16()``); elsewhere bf16 GEMMs are emulated
+and slower than fp32.
+
 Measured error (``tests/test_low_precision.py``, which asserts these bounds, and README Benchmarks):
 the maximum |logit difference| to the fp32 model and the greedy-decode agreement on
-``tf_parity/tiny_a`` and on a vit-b-sized random decoder.
+``tf_parity/tiny_a`` and on a vit-b-sized random decoder; for the encoder, the error of its features
+relative to their scale and the same decode agreement downstream.
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 DTYPES = ("int8", "bf16")
+ENCODER_DTYPES = ("bf16",)
 
 
 def _kernel():
@@ -132,3 +140,34 @@ def quantize_decoder(model, dtype: str = "int8", output_projection: bool = True,
 
 def is_quantized(model) -> bool:
     return any(isinstance(m, LowPrecisionLinear) for m in model.decoder.modules())
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX tiles or AVX512-BF16)."""
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+class LowPrecisionEncoder(nn.Module):
+    """``encoder`` with its weights in bfloat16, run on bf16 activations end to end.
+
+    ``forward(images[B, 3, H, W] fp32) -> features`` fp32, shaped as the wrapped encoder's."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.inner = encoder.to(torch.bfloat16)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.inner(images.to(torch.bfloat16)).float()
+
+
+def quantize_encoder(model, dtype: str = "bf16"):
+    """Replace (in place) ``model.encoder`` by a :class:`LowPrecisionEncoder` of ``dtype`` (``"bf16"``).
+    Returns ``model``. For inference; the projection and decoder are untouched (see
+    :func:`quantize_decoder` for those)."""
+    if dtype not in ENCODER_DTYPES:
+        raise ValueError(f"quantize_encoder: dtype must be one of {ENCODER_DTYPES}, got {dtype!r}")
+    if isinstance(model.encoder, LowPrecisionEncoder):
+        raise ValueError("quantize_encoder: the model's encoder is already in bf16")
+    model.encoder = LowPrecisionEncoder(model.encoder)
+    return model
+
