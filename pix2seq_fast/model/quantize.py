@@ -10,8 +10,9 @@ output projection with a :class:`LowPrecisionLinear` that keeps
 - ``"bf16"``: the weights rounded to bfloat16 (half the bytes),
 
 and computes ``x @ w.T`` with fp32 activations and fp32 accumulation (the ``lowp_linear`` C++ kernel
-on the CPU for up to ``LowPrecisionLinear.KERNEL_MAX_ROWS`` rows; otherwise, and on other devices,
-``F.linear`` with the dequantised weight). The encoder, the projection, embeddings, LayerNorms and
+on the CPU for up to ``LowPrecisionLinear.KERNEL_MAX_ROWS`` rows; beyond that, bf16 weights on a CPU
+that multiplies bf16 natively (:func:`native_bf16`) take a bf16 GEMM on the activations rounded to
+bf16; otherwise, and on other devices, ``F.linear`` with the dequantised weight). The encoder, the projection, embeddings, LayerNorms and
 the self-attention cache stay fp32; the image's cross-attention K/V are kept in bf16 by default
 (``cross_kv_dtype``). The token embedding used for *input* lookups keeps its fp32 values (the
 output projection holds its own low-precision copy).
@@ -28,6 +29,8 @@ the maximum |logit difference| to the fp32 model and the greedy-decode agreement
 relative to their scale and the same decode agreement downstream.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +106,10 @@ class LowPrecisionLinear(nn.Module):
         op = _kernel() if x2.device.type == "cpu" and x2.dtype == torch.float32 else None
         if op is not None and x2.shape[0] <= self.KERNEL_MAX_ROWS:
             out = op(x2.contiguous(), self.weight, self.scale, self.bias)
+        elif self.scale is None and x2.device.type == "cpu" and native_bf16():
+            out = F.linear(x2.to(torch.bfloat16), self.weight).float()  # bf16 GEMM, fp32 accumulation
+            if self.bias is not None:
+                out += self.bias
         else:
             bias = None if self.bias is None else self.bias.to(x2.dtype)
             out = F.linear(x2, self.dequantized().to(x2.dtype), bias)
@@ -142,6 +149,7 @@ def is_quantized(model) -> bool:
     return any(isinstance(m, LowPrecisionLinear) for m in model.decoder.modules())
 
 
+@functools.cache
 def native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AMX tiles or AVX512-BF16)."""
     return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
