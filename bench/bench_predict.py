@@ -22,7 +22,8 @@ Systems:
 - ``baseline``: ``model.encode`` of the same canvas batch, then ``transformers`` ``generate`` of an
   mBART decoder of the same dims (pre-LN, 6 x 512, MLP 2048, 16 heads, 35K vocabulary, random
   weights) given the encoding as ``encoder_outputs`` (expanded to one row per sequence; it computes
-  and caches the cross-attention K/V per sequence), sampling with its sort-based top-p warper,
+  and caches the cross-attention K/V per sequence; segmentation runs one ``generate`` per image, as
+  640 rows at batch 8 would need ~27 GB of that cache), sampling with its sort-based top-p warper,
   ``output_logits`` for the scores the task needs; then our task decoders (``decode_detection`` /
   ``decode_keypoints`` / ``decode_caption``) and, for masks, the authors' pycocotools path (frPoly per
   sample, merge, decode, mean >= 0.5, RLE encode).
@@ -243,9 +244,12 @@ def run_baseline(model, hf, task, batch):
         yx = boxes[:, [1, 0, 3, 2]] * scale[:, None] / canvas
         labels = torch.cat([torch.from_numpy(lab) for lab in kwargs["labels"]])
         prompts = segmentation_prompt(yx.clamp(0, 1), labels, vocab).repeat_interleave(SEG_SAMPLES, 0)
-        image_of_row = torch.arange(batch).repeat_interleave(SEG_INSTANCES * SEG_SAMPLES)
-        tokens, _ = hf_generate(hf, memory[image_of_row], prompts, 2 * SEG_POINTS, TOP_P[task], vocab.pad, False)
-        polygons = decode_segmentation(tokens, vocab)
+        rows = SEG_INSTANCES * SEG_SAMPLES  # one generate call per image: HF caches K/V per row, and all
+        polygons = []                       # 640 rows of batch 8 would need ~27 GB of cross-attention cache
+        for i in range(batch):
+            tokens, _ = hf_generate(hf, memory[i:i + 1].expand(rows, -1, -1), prompts[i * rows:(i + 1) * rows],
+                                    2 * SEG_POINTS, TOP_P[task], vocab.pad, False)
+            polygons.extend(decode_segmentation(tokens, vocab))
         row_scale = scale.repeat_interleave(SEG_SAMPLES)
         per_instance = []
         for inst in range(batch * SEG_INSTANCES):

@@ -71,6 +71,22 @@ def test_kernel_threads_and_large_batch_fallback():
     torch.testing.assert_close(layer(big), F.linear(big, layer.dequantized(), layer.bias), rtol=1e-5, atol=1e-4)
 
 
+def test_bf16_layer_beyond_the_kernel_rows():
+    """Beyond ``KERNEL_MAX_ROWS`` bf16 weights take a bf16 GEMM where the CPU has one (activations
+    rounded to bf16: relative error ~2^-8 per product) and the dequantised fp32 GEMM elsewhere."""
+    from pix2seq_fast.model.quantize import native_bf16
+
+    g = torch.Generator().manual_seed(5)
+    layer = LowPrecisionLinear(torch.randn(300, 256, generator=g) * 0.05, torch.randn(300, generator=g), "bf16")
+    x = torch.randn(LowPrecisionLinear.KERNEL_MAX_ROWS + 7, 256, generator=g)
+    expected = F.linear(x.double(), layer.dequantized().double(), layer.bias.double())
+    got = layer(x)
+    assert got.dtype == torch.float32
+    scale = (x.abs().double() @ layer.dequantized().abs().double().T).amax()  # sum of |products|
+    tolerance = 2 ** -8 * float(scale) if native_bf16() else 1e-5 * float(scale)
+    assert (got.double() - expected).abs().max().item() <= tolerance
+
+
 def test_quantised_weight_error_per_element():
     w = torch.randn(50, 96, generator=torch.Generator().manual_seed(3))
     int8 = LowPrecisionLinear(w, None, "int8")
