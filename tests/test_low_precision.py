@@ -143,7 +143,7 @@ def precision_stats(reference, quantized, memory, seq, prompts, steps, quantized
 
 
 def feature_error(model, quantized, images):
-    """``(fp32 features, bf16-encoder features, max |difference| / feature norm per row ... max)``."""
+    """``(fp32 features, bf16-encoder features, max over tokens of max |difference| / fp32 feature norm)``."""
     with torch.no_grad():
         m0, m1 = model.encode(images), quantized.encode(images)
     assert m1.dtype == torch.float32 and m1.shape == m0.shape
@@ -162,9 +162,8 @@ def check_bounds(stats, bounds, what):
     assert forced >= min_forced, f"{what}: teacher-forced argmax agreement {forced:.3f} < {min_forced}"
 
 
-@requires_tf_parity
-@pytest.mark.parametrize("dtype", ["bf16", "int8"])
-def test_error_on_tf_parity_tiny_a(dtype):
+def tiny_a():
+    """The authors' ``tf_parity/tiny_a`` checkpoint as our fp32 model, and its ``inputs.npz``."""
     from pix2seq_fast.convert.tf_mapping import map_tf_weights, tf_config_to_model_config
     from pix2seq_fast.model import Pix2Seq
 
@@ -172,7 +171,13 @@ def test_error_on_tf_parity_tiny_a(dtype):
     config = tf_config_to_model_config(json.loads((golden / "ckpt" / "config.json").read_text()))
     model = Pix2Seq(config).eval()
     model.load_state_dict(map_tf_weights(dict(np.load(golden / "weights_by_key.npz")), config))
-    inputs = dict(np.load(golden / "inputs.npz"))
+    return model, dict(np.load(golden / "inputs.npz"))
+
+
+@requires_tf_parity
+@pytest.mark.parametrize("dtype", ["bf16", "int8"])
+def test_error_on_tf_parity_tiny_a(dtype):
+    model, inputs = tiny_a()
     with torch.no_grad():
         memory = model.encode(torch.from_numpy(inputs["images"]).permute(0, 3, 1, 2).contiguous())
     quantized = quantize_decoder(copy.deepcopy(model), dtype)
@@ -203,14 +208,7 @@ def test_error_on_vit_b_sized_random_model(vit_b, dtype):
 
 @requires_tf_parity
 def test_bf16_encoder_error_on_tf_parity_tiny_a():
-    from pix2seq_fast.convert.tf_mapping import map_tf_weights, tf_config_to_model_config
-    from pix2seq_fast.model import Pix2Seq
-
-    golden = TF_PARITY / "tiny_a"
-    config = tf_config_to_model_config(json.loads((golden / "ckpt" / "config.json").read_text()))
-    model = Pix2Seq(config).eval()
-    model.load_state_dict(map_tf_weights(dict(np.load(golden / "weights_by_key.npz")), config))
-    inputs = dict(np.load(golden / "inputs.npz"))
+    model, inputs = tiny_a()
     quantized = quantize_encoder(copy.deepcopy(model))
     assert isinstance(quantized.encoder, LowPrecisionEncoder)
     assert all(p.dtype == torch.bfloat16 for p in quantized.encoder.parameters())
@@ -248,4 +246,3 @@ def test_quantize_encoder_arguments():
     quantize_encoder(model)
     with pytest.raises(ValueError, match="already in bf16"):
         quantize_encoder(model)
-
