@@ -445,6 +445,58 @@ def test_cpp_kernel_checks(over, message):
         torch.ops.pix2seq_fast.top_p_sample(**_op_args(**over))
 
 
+@pytest.mark.parametrize("batch", [1, 5, 40])
+@pytest.mark.parametrize("seeded", [True, False])
+def test_direct_cpu_entry_draws_torch_rand_uniforms(batch, seeded):
+    """``_C.top_p_sample_cpu`` draws its uniforms in C++: the same values as ``torch.rand(B)`` from the
+    same generator (the dispatcher op given those uniforms returns the same tokens) and the generator
+    (or the global one) ends in the same state."""
+    from pix2seq_fast import _C
+    x = torch.randn(batch, 500, generator=torch.Generator().manual_seed(20)) * 2
+    for trial in range(5):
+        make = (lambda: torch.Generator().manual_seed(30 + trial)) if seeded else None
+        if seeded:
+            gen_entry, gen_rand = make(), make()
+        else:
+            torch.manual_seed(30 + trial)
+            gen_entry = gen_rand = None
+        ids, lp = _C.top_p_sample_cpu(x, 0.9, 0, 1.0, gen_entry, "pix2seq", True)
+        state_entry = (gen_entry or torch.default_generator).get_state()
+        if not seeded:
+            torch.manual_seed(30 + trial)
+        uniforms = torch.rand(batch, generator=gen_rand)
+        state_rand = (gen_rand or torch.default_generator).get_state()
+        expected, expected_lp = torch.ops.pix2seq_fast.top_p_sample(
+            x, torch.full((batch,), 0.9), torch.zeros(batch, dtype=torch.int64), torch.ones(batch), uniforms,
+            "pix2seq", True)
+        assert torch.equal(ids, expected)
+        assert torch.equal(lp, expected_lp)
+        assert torch.equal(state_entry, state_rand)
+
+
+def test_direct_cpu_entry_settings_and_errors():
+    from pix2seq_fast import _C
+    x = torch.randn(3, 50, generator=torch.Generator().manual_seed(21))
+    rows = (torch.tensor([0.0, 0.5, 0.9]), torch.tensor([0, 3, 0]), torch.tensor([1.0, 0.7, 0.0]))
+    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    ids, lp = _C.top_p_sample_cpu(x, *rows, gen(), "standard", False)
+    assert lp is None and ids.dtype == torch.int64
+    assert torch.equal(ids, top_p_sample(x, *rows, rule="standard", generator=gen(), backend="ref"))
+    assert ids[0] == x[0].argmax() and ids[2] == x[2].argmax()  # top_p 0 and temperature 0: greedy
+    for bad, message in [(dict(top_p=torch.tensor([0.5, 1.5, 0.5])), "top_p"),
+                         (dict(top_p=torch.full((2,), 0.5)), "top_p"),
+                         (dict(top_p=torch.full((3,), 0.5).double()), "top_p"),
+                         (dict(top_k=-1), "top_k"), (dict(top_k=torch.zeros(3, dtype=torch.int32)), "top_k"),
+                         (dict(temperature=float("inf")), "temperature"), (dict(rule="nucleus"), "rule"),
+                         (dict(logits=torch.randn(50)), "2-D"), (dict(logits=torch.randn(3, 50).double()), "float32"),
+                         (dict(logits=torch.randn(50, 3).t()), "contiguous")]:
+        args = dict(logits=x, top_p=0.5, top_k=0, temperature=1.0, generator=None, rule="pix2seq",
+                    return_logprobs=False)
+        args.update(bad)
+        with pytest.raises(ValueError, match=message):
+            _C.top_p_sample_cpu(**args)
+
+
 def test_reference_marks_invalid_rows():
     x = torch.randn(3, 6)
     x[1, 0] = float("nan")

@@ -25,6 +25,7 @@
 // Lets GCC if-convert (and so vectorise) the branch-free selects of the weight/bucket loops.
 #pragma GCC optimize("no-trapping-math")
 #include "pix2seq_fast/top_p.h"
+#include "top_p_sample.h"
 
 namespace {
 
@@ -105,20 +106,46 @@ inline uint64_t to_fixed_split(float w) {
 
 // fixed[i] = to_fixed(exp(s_i - max_s)), bucket[i] = floor((max_s - s_i) * inv_width), or `tail`
 // beyond `range`.
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-void weigh_and_bucket(const float* x, int64_t n, float temperature, float max_s, float range,
-                      float inv_width, int last_regular, int tail, uint64_t* fixed, uint16_t* bucket) {
+template <bool kInt64Convert>
+inline __attribute__((always_inline)) void weigh_and_bucket_body(const float* x, int64_t n, float temperature,
+                                                                 float max_s, float range, float inv_width,
+                                                                 int last_regular, int tail, uint64_t* fixed,
+                                                                 uint16_t* bucket) {
   const bool unit = temperature == 1.f;  // x / 1 == x: the compiler unswitches the loop
   for (int64_t i = 0; i < n; ++i) {
     const float s = unit ? x[i] + 0.f : tempered(x[i], temperature);
     const float gap = max_s - s;
-    fixed[i] = to_fixed_split(exp_nonpositive(s - max_s));
+    const float w = exp_nonpositive(s - max_s);
+    const uint64_t f = kInt64Convert ? to_fixed(w) : to_fixed_split(w);
+    fixed[i] = f;
     const float scaled = gap * inv_width;
     int b = static_cast<int>(scaled < static_cast<float>(last_regular) ? scaled
                                                                        : static_cast<float>(last_regular));
     b = gap <= range ? b : tail;
     bucket[i] = static_cast<uint16_t>(b);
   }
+}
+
+// AVX-512 converts float -> int64 in one instruction: the exact to_fixed, no split needed.
+__attribute__((target("arch=x86-64-v4")))
+void weigh_and_bucket_avx512(const float* x, int64_t n, float temperature, float max_s, float range,
+                             float inv_width, int last_regular, int tail, uint64_t* fixed, uint16_t* bucket) {
+  weigh_and_bucket_body<true>(x, n, temperature, max_s, range, inv_width, last_regular, tail, fixed, bucket);
+}
+
+__attribute__((target_clones("avx2", "default")))
+void weigh_and_bucket_generic(const float* x, int64_t n, float temperature, float max_s, float range,
+                              float inv_width, int last_regular, int tail, uint64_t* fixed, uint16_t* bucket) {
+  weigh_and_bucket_body<false>(x, n, temperature, max_s, range, inv_width, last_regular, tail, fixed, bucket);
+}
+
+const bool kHasAvx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+
+void weigh_and_bucket(const float* x, int64_t n, float temperature, float max_s, float range, float inv_width,
+                      int last_regular, int tail, uint64_t* fixed, uint16_t* bucket) {
+  (kHasAvx512 ? weigh_and_bucket_avx512 : weigh_and_bucket_generic)(x, n, temperature, max_s, range, inv_width,
+                                                                    last_regular, tail, fixed, bucket);
 }
 
 // sum_i exp(x_i - max_x), the untempered softmax normaliser.
@@ -348,27 +375,11 @@ const float* row_as_float(const T* row, int64_t n, Scratch& scratch) {
   }
 }
 
-void check_row_tensor(const at::Tensor& t, const char* name, int64_t batch, c10::ScalarType dtype) {
-  TORCH_CHECK(t.device().is_cpu(), "top_p_sample: ", name, " must be a CPU tensor, got ", t.device());
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == batch, "top_p_sample: ", name, " must have shape [", batch,
-              "], got ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == dtype, "top_p_sample: ", name, " must be ", dtype, ", got ", t.scalar_type());
-  TORCH_CHECK(t.is_contiguous(), "top_p_sample: ", name, " must be contiguous");
-}
-
-int parse_rule(const std::string& rule) {
-  TORCH_CHECK(rule == "pix2seq" || rule == "standard",
-              "top_p_sample: rule must be 'pix2seq' or 'standard', got '", rule, "'");
-  return rule == "pix2seq" ? kPix2Seq : kStandard;
-}
-
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> top_p_sample_cpu(const at::Tensor& logits, const at::Tensor& top_p,
-                                                    const at::Tensor& top_k, const at::Tensor& temperature,
-                                                    const at::Tensor& uniforms, std::string rule,
-                                                    bool return_logprobs) {
-  const int rule_id = parse_rule(rule);
+std::tuple<at::Tensor, at::Tensor> top_p_sample_rows(const at::Tensor& logits, RowValues<float> top_p,
+                                                     RowValues<int64_t> top_k, RowValues<float> temperature,
+                                                     const float* uniforms, int rule_id, bool return_logprobs) {
   TORCH_CHECK(logits.device().is_cpu(), "top_p_sample: logits must be a CPU tensor, got ", logits.device());
   TORCH_CHECK(logits.dim() == 2, "top_p_sample: logits must be 2-D [B, V], got ", logits.sizes());
   const auto dtype = logits.scalar_type();
@@ -378,26 +389,17 @@ std::tuple<at::Tensor, at::Tensor> top_p_sample_cpu(const at::Tensor& logits, co
   const int64_t batch = logits.size(0), vocab = logits.size(1);
   TORCH_CHECK(vocab >= 1 && vocab <= kMaxVocab, "top_p_sample: logits must have 1..", kMaxVocab,
               " tokens per row, got ", vocab);
-  check_row_tensor(top_p, "top_p", batch, at::kFloat);
-  check_row_tensor(top_k, "top_k", batch, at::kLong);
-  check_row_tensor(temperature, "temperature", batch, at::kFloat);
-  check_row_tensor(uniforms, "uniforms", batch, at::kFloat);
-
-  const float* p = top_p.data_ptr<float>();
-  const int64_t* k = top_k.data_ptr<int64_t>();
-  const float* t = temperature.data_ptr<float>();
-  const float* u = uniforms.data_ptr<float>();
   for (int64_t b = 0; b < batch; ++b) {
-    TORCH_CHECK(p[b] <= 1.f, "top_p_sample: top_p must be <= 1 and not NaN, got ", p[b], " in row ", b);
-    TORCH_CHECK(k[b] >= 0, "top_p_sample: top_k must be >= 0, got ", k[b], " in row ", b);
-    TORCH_CHECK(t[b] >= 0.f && t[b] <= kFloatMax, "top_p_sample: temperature must be finite and >= 0, got ",
-                t[b], " in row ", b);
-    TORCH_CHECK(u[b] >= 0.f && u[b] < 1.f, "top_p_sample: uniforms must lie in [0, 1), got ", u[b],
-                " in row ", b);
+    TORCH_CHECK(top_p[b] <= 1.f, "top_p_sample: top_p must be <= 1 and not NaN, got ", top_p[b], " in row ", b);
+    TORCH_CHECK(top_k[b] >= 0, "top_p_sample: top_k must be >= 0, got ", top_k[b], " in row ", b);
+    TORCH_CHECK(temperature[b] >= 0.f && temperature[b] <= kFloatMax,
+                "top_p_sample: temperature must be finite and >= 0, got ", temperature[b], " in row ", b);
+    TORCH_CHECK(uniforms[b] >= 0.f && uniforms[b] < 1.f, "top_p_sample: uniforms must lie in [0, 1), got ",
+                uniforms[b], " in row ", b);
   }
 
   at::Tensor ids = at::empty({batch}, logits.options().dtype(at::kLong));
-  at::Tensor logprobs = at::empty({return_logprobs ? batch : 0}, logits.options().dtype(at::kFloat));
+  at::Tensor logprobs = return_logprobs ? at::empty({batch}, logits.options().dtype(at::kFloat)) : at::Tensor();
   int64_t* out_ids = ids.data_ptr<int64_t>();
   float* out_lp = return_logprobs ? logprobs.data_ptr<float>() : nullptr;
 
@@ -415,7 +417,7 @@ std::tuple<at::Tensor, at::Tensor> top_p_sample_cpu(const at::Tensor& logits, co
       }
       if (dtype != at::kFloat && scratch.x.size() < static_cast<size_t>(vocab)) scratch.x.resize(vocab);
       for (int64_t b = begin; b < end; ++b) {
-        const RowSettings cfg{p[b], k[b], t[b], u[b], rule_id, return_logprobs};
+        const RowSettings cfg{top_p[b], top_k[b], temperature[b], uniforms[b], rule_id, return_logprobs};
         const float* x = row_as_float(data + b * vocab, vocab, scratch);
         float lp = 0.f;
         sample_row(x, vocab, b, cfg, scratch, out_ids[b], lp);
@@ -428,6 +430,43 @@ std::tuple<at::Tensor, at::Tensor> top_p_sample_cpu(const at::Tensor& logits, co
   else run(logits.data_ptr<c10::BFloat16>());
   return {ids, logprobs};
 }
+
+int top_p_rule_id(const std::string& rule) {
+  TORCH_CHECK(rule == "pix2seq" || rule == "standard",
+              "top_p_sample: rule must be 'pix2seq' or 'standard', got '", rule, "'");
+  return rule == "pix2seq" ? kPix2Seq : kStandard;
+}
+
+void check_top_p_row_tensor(const at::Tensor& t, const char* name, int64_t batch, c10::ScalarType dtype) {
+  TORCH_CHECK(t.device().is_cpu(), "top_p_sample: ", name, " must be a CPU tensor, got ", t.device());
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == batch, "top_p_sample: ", name, " must have shape [", batch,
+              "], got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == dtype, "top_p_sample: ", name, " must be ", dtype, ", got ", t.scalar_type());
+  TORCH_CHECK(t.is_contiguous(), "top_p_sample: ", name, " must be contiguous");
+}
+
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> top_p_sample_cpu(const at::Tensor& logits, const at::Tensor& top_p,
+                                                    const at::Tensor& top_k, const at::Tensor& temperature,
+                                                    const at::Tensor& uniforms, std::string rule,
+                                                    bool return_logprobs) {
+  const int rule_id = top_p_rule_id(rule);
+  TORCH_CHECK(logits.dim() == 2, "top_p_sample: logits must be 2-D [B, V], got ", logits.sizes());
+  const int64_t batch = logits.size(0);
+  check_top_p_row_tensor(top_p, "top_p", batch, at::kFloat);
+  check_top_p_row_tensor(top_k, "top_k", batch, at::kLong);
+  check_top_p_row_tensor(temperature, "temperature", batch, at::kFloat);
+  check_top_p_row_tensor(uniforms, "uniforms", batch, at::kFloat);
+  auto [ids, logprobs] = top_p_sample_rows(logits, RowValues<float>::of(top_p.data_ptr<float>()),
+                                           RowValues<int64_t>::of(top_k.data_ptr<int64_t>()),
+                                           RowValues<float>::of(temperature.data_ptr<float>()),
+                                           uniforms.data_ptr<float>(), rule_id, return_logprobs);
+  if (!logprobs.defined()) logprobs = at::empty({0}, logits.options().dtype(at::kFloat));
+  return {ids, logprobs};
+}
+
+}  // namespace
 
 TORCH_LIBRARY_FRAGMENT(pix2seq_fast, m) {
   m.def("top_p_sample(Tensor logits, Tensor top_p, Tensor top_k, Tensor temperature, Tensor uniforms, "

@@ -46,7 +46,9 @@ negative ``temperature`` counts as greedy and ``top_k < 0`` as 0 there.
 
 Backends (``_backend.resolve_backend``): ``ref`` (sort-based, this file); ``cpp`` (one pass for the
 max, one vectorised pass for weights and a histogram over logit buckets, then only the boundary
-bucket's few tokens are sorted; OpenMP over rows); ``cuda`` (radix selection of the thresholds, 8 bits
+bucket's few tokens are sorted; OpenMP over rows; called straight through
+``_C.top_p_sample_cpu``, which takes number settings as they are and draws the uniforms in C++ with
+``torch.rand``'s generator, so a call costs no tensor per setting and no dispatcher round); ``cuda`` (radix selection of the thresholds, 8 bits
 a round, one block per row); ``triton`` (the same radix selection, 4 bits a round, one program per
 row). The kernels keep masses in 2^-40 fixed point (``csrc/include/pix2seq_fast/top_p.h``): exact,
 order-independent sums, so a token more than ~28 nats below the row's maximum weighs 0 there and is
@@ -54,10 +56,12 @@ never drawn (the reference gives each such token a probability below 1e-12).
 """
 from __future__ import annotations
 
+import functools
 import numbers
 
 import torch
 
+from pix2seq_fast._ext import load_extension
 from pix2seq_fast.ops._backend import check_tensor, resolve_backend
 
 OP = "top_p_sample"
@@ -159,8 +163,10 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _per_row(name: str, value, batch: int, device: torch.device, dtype: torch.dtype, integer: bool):
-    """A number or a ``[B]`` (or 0-d) tensor -> contiguous ``[B]`` tensor of ``dtype`` on ``device``."""
+def _per_row(name: str, value, batch: int, device: torch.device, dtype: torch.dtype, integer: bool,
+             numbers_as_is: bool = False):
+    """A number or a ``[B]`` (or 0-d) tensor -> contiguous ``[B]`` tensor of ``dtype`` on ``device``
+    (with ``numbers_as_is``, a number stays a Python ``int``/``float``)."""
     if isinstance(value, torch.Tensor):
         if value.device != device:
             raise ValueError(f"{OP}: {name} is on {value.device} but logits are on {device}")
@@ -174,19 +180,23 @@ def _per_row(name: str, value, batch: int, device: torch.device, dtype: torch.dt
                              f"(one value per row), got shape {tuple(value.shape)}")
         return value.to(dtype).contiguous()
     if integer:
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        if type(value) is not int and (not isinstance(value, numbers.Integral) or isinstance(value, bool)):
             raise ValueError(f"{OP}: {name} must be an int or an integer tensor [B], got {value!r}")
+        value = int(value)
     elif not _is_number(value):
         raise ValueError(f"{OP}: {name} must be a number or a tensor [B], got {value!r}")
-    return torch.full((batch,), value, dtype=dtype, device=device)
+    else:
+        value = float(value)
+    return value if numbers_as_is else torch.full((batch,), value, dtype=dtype, device=device)
 
 
 def _check_number_values(top_p, top_k, temperature):
     if _is_number(top_p) and not (top_p <= 1.0):  # also rejects NaN
         raise ValueError(f"{OP}: top_p must be <= 1 (<= 0 means greedy), got {top_p}")
-    if type(top_k) is int and top_k < 0:
-        raise ValueError(f"{OP}: top_k must be >= 0 (0 disables it), got {top_k}")
-    if isinstance(top_k, numbers.Integral) and not isinstance(top_k, bool) and top_k < 0:
+    if type(top_k) is int:  # fast path: the ABC check below costs half a microsecond
+        if top_k < 0:
+            raise ValueError(f"{OP}: top_k must be >= 0 (0 disables it), got {top_k}")
+    elif isinstance(top_k, numbers.Integral) and not isinstance(top_k, bool) and top_k < 0:
         raise ValueError(f"{OP}: top_k must be >= 0 (0 disables it), got {top_k}")
     if _is_number(temperature) and not (0.0 <= temperature < float("inf")):
         raise ValueError(f"{OP}: temperature must be finite and >= 0 (0 means greedy), got {temperature}")
@@ -240,6 +250,13 @@ def _kernel_registered() -> bool:
     return bool(_REGISTERED)
 
 
+@functools.cache
+def _cpu_entry():
+    """``_C.top_p_sample_cpu`` (the C++ kernel called without the dispatcher), or None."""
+    ext = load_extension()
+    return getattr(ext, "top_p_sample_cpu", None)
+
+
 # --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------
@@ -259,6 +276,14 @@ def top_p_sample(logits, top_p=1.0, top_k=0, temperature=1.0, rule="pix2seq", ge
     device = logits.device
     _check_generator(generator, device)
     _check_number_values(top_p, top_k, temperature)
+    if device.type == "cpu" and (backend == "auto" or backend == "cpp") and _cpu_entry() is not None:
+        # the C++ kernel checks every row's values itself and draws the uniforms with torch.rand's RNG
+        ids, logprobs = _cpu_entry()(
+            logits.contiguous(), _per_row("top_p", top_p, batch, device, torch.float32, False, True),
+            _per_row("top_k", top_k, batch, device, torch.int64, True, True),
+            _per_row("temperature", temperature, batch, device, torch.float32, False, True), generator,
+            rule, return_logprobs)
+        return (ids, logprobs) if return_logprobs else ids
     p = _per_row("top_p", top_p, batch, device, torch.float32, integer=False)
     k = _per_row("top_k", top_k, batch, device, torch.int64, integer=True)
     t = _per_row("temperature", temperature, batch, device, torch.float32, integer=False)

@@ -1,0 +1,84 @@
+// pix2seq_fast._C.top_p_sample_cpu: the CPU kernel called straight from Python, without the
+// dispatcher's ~3 us per call or a tensor per setting. Settings may be numbers (the same for every
+// row) or [B] tensors; the uniforms are drawn here from the generator exactly as torch.rand(B,
+// generator=...) draws them for the other backends (tests/test_top_p_sample.py checks both the
+// values and the generator's state). Errors are raised as ValueError.
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/DistributionsHelper.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include <mutex>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <variant>
+#include <vector>
+
+#include "top_p_sample.h"
+
+namespace {
+
+namespace py = pybind11;
+
+template <typename T>
+RowValues<T> row_values(const std::variant<at::Tensor, T>& setting, const char* name, int64_t batch,
+                        c10::ScalarType dtype) {
+  if (const auto* number = std::get_if<T>(&setting)) return RowValues<T>::same(*number);
+  const at::Tensor& rows = std::get<at::Tensor>(setting);
+  check_top_p_row_tensor(rows, name, batch, dtype);
+  return RowValues<T>::of(rows.data_ptr<T>());
+}
+
+// torch.rand(batch, generator=generator) of float32 on the CPU, without a tensor: ATen's CPU uniform
+// kernel draws one 24-bit uniform_real_distribution<float> sample per element in order, under the
+// generator's lock, and maps a value rounded up to 1 to 0.
+std::vector<float> draw_uniforms(int64_t batch, const std::optional<at::Generator>& generator) {
+  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(generator, at::detail::getDefaultCPUGenerator());
+  std::vector<float> uniforms(batch);
+  std::lock_guard<std::mutex> lock(gen->mutex_);
+  at::uniform_real_distribution<float> uniform(0.f, 1.f);
+  for (float& u : uniforms) {
+    const float value = uniform(gen);
+    u = value == 1.f ? 0.f : value;
+  }
+  return uniforms;
+}
+
+py::tuple top_p_sample_cpu(const at::Tensor& logits, const std::variant<at::Tensor, double>& top_p,
+                           const std::variant<at::Tensor, int64_t>& top_k,
+                           const std::variant<at::Tensor, double>& temperature,
+                           const std::optional<at::Generator>& generator, const std::string& rule,
+                           bool return_logprobs) {
+  try {
+    const int rule_id = top_p_rule_id(rule);
+    TORCH_CHECK(logits.dim() == 2, "top_p_sample: logits must be 2-D [B, V], got ", logits.sizes());
+    TORCH_CHECK(logits.device().is_cpu(), "top_p_sample: logits must be a CPU tensor, got ", logits.device());
+    const int64_t batch = logits.size(0);
+    auto narrow = [](const std::variant<at::Tensor, double>& v) -> std::variant<at::Tensor, float> {
+      if (const auto* number = std::get_if<double>(&v)) return static_cast<float>(*number);
+      return std::get<at::Tensor>(v);
+    };
+    const RowValues<float> p = row_values<float>(narrow(top_p), "top_p", batch, at::kFloat);
+    const RowValues<int64_t> k = row_values<int64_t>(top_k, "top_k", batch, at::kLong);
+    const RowValues<float> t = row_values<float>(narrow(temperature), "temperature", batch, at::kFloat);
+    const std::vector<float> uniforms = draw_uniforms(batch, generator);
+    std::tuple<at::Tensor, at::Tensor> out;
+    {
+      py::gil_scoped_release no_gil;
+      out = top_p_sample_rows(logits, p, k, t, uniforms.data(), rule_id, return_logprobs);
+    }
+    if (!return_logprobs) return py::make_tuple(std::get<0>(out), py::none());
+    return py::make_tuple(std::get<0>(out), std::get<1>(out));
+  } catch (const c10::Error& error) {
+    throw py::value_error(error.what_without_backtrace());
+  }
+}
+
+}  // namespace
+
+void bind_top_p_sample_cpu(py::module_& m) {
+  m.def("top_p_sample_cpu", &top_p_sample_cpu, py::arg("logits"), py::arg("top_p"), py::arg("top_k"),
+        py::arg("temperature"), py::arg("generator"), py::arg("rule"), py::arg("return_logprobs"),
+        "top_p_sample's CPU kernel for CPU tensors (see pix2seq_fast/ops/sampling.py); settings are "
+        "numbers or [B] tensors (float32, int64, float32). Returns (ids int64 [B], logprobs fp32 [B] or None).");
+}
