@@ -11,16 +11,20 @@ import torch  # noqa: E402
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                    reason="CUDA kernels need a GPU; this machine has none")
 
-# P2S_BENCH_THREADS: torch threads for the op benches that ask for ``bench_threads`` (0 or unset: torch's
-# default, all cores)
+# P2S_BENCH_THREADS: the torch thread count of the op benches that take ``bench_threads`` (unset or 0:
+# each such bench runs twice, at one thread and at all cores, in the same pytest run)
 BENCH_THREADS = int(os.environ.get("P2S_BENCH_THREADS", "0"))
+ALL_CORES = torch.get_num_threads()
 
 
-@pytest.fixture(scope="module")
-def bench_threads():
-    """Run the module at ``P2S_BENCH_THREADS`` torch threads, restoring the count afterwards."""
+def bench_thread_counts() -> list:
+    return [BENCH_THREADS] if BENCH_THREADS else sorted({1, ALL_CORES})
+
+
+@pytest.fixture(params=bench_thread_counts(), ids=lambda n: f"{n}thr")
+def bench_threads(request):
+    """Run the test at each of :func:`bench_thread_counts` torch threads, restoring the count after."""
     before = torch.get_num_threads()
-    if BENCH_THREADS:
-        torch.set_num_threads(BENCH_THREADS)
-    yield BENCH_THREADS or before
+    torch.set_num_threads(request.param)
+    yield request.param
     torch.set_num_threads(before)
