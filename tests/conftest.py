@@ -43,3 +43,9 @@ TF_PARITY = _find_tf_parity()
 requires_tf_parity = pytest.mark.skipif(
     TF_PARITY is None, reason="the authors' golden files (shared/tf_parity) are not on this machine; "
                               "set PIX2SEQ_TF_PARITY to their folder")
+
+
+def supported_cpu_isas() -> dict:
+    """``{isa: bool}`` for the P2S_CPU_ISA values (the C++ kernels' vector paths) this CPU can run."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return {"baseline": True, "avx2": capability in ("AVX2", "AVX512"), "avx512": capability == "AVX512"}

@@ -8,7 +8,7 @@ import torch
 from pix2seq_fast._ext import load_extension
 from pix2seq_fast.ops import decode_attention, kv_append
 from pix2seq_fast.ops.decode_attention import decode_attention_ref, kv_append_ref
-from tests.conftest import requires_cuda
+from tests.conftest import requires_cuda, supported_cpu_isas
 
 TOLERANCE = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 DTYPES = list(TOLERANCE)
@@ -91,17 +91,10 @@ def test_cpp_matches_reference(name, dtype):
 ISA_CASES = ["prefill_tq3", "shared_row_grouped", "shared_row_split_kv", "head_dim_48"]
 
 
-def cpu_isas():
-    """The C++ kernel's instantiations this CPU can run (baseline always)."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    return {"baseline": True, "avx2": capability in ("AVX2", "AVX512"),
-            "avx512": capability == "AVX512"}
-
-
 @pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
 def test_cpp_every_isa_matches_reference(isa, monkeypatch):
     monkeypatch.setenv("P2S_CPU_ISA", isa)
-    if not cpu_isas()[isa]:
+    if not supported_cpu_isas()[isa]:
         with pytest.raises(RuntimeError, match="does not support"):
             run_case("prefill_tq3", torch.float32, "cpp")
         return

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TF_PARITY, requires_tf_parity
+from conftest import TF_PARITY, requires_tf_parity, supported_cpu_isas
 from pix2seq_fast.generation import SamplingConfig, generate
 from pix2seq_fast.model import create_model
 from pix2seq_fast.model.quantize import (LowPrecisionEncoder, LowPrecisionLinear, is_quantized, quantize_decoder,
@@ -53,6 +53,25 @@ def test_kernel_equals_dequantised_linear(dtype, m, k, n, bias):
     got = op()(x, layer.weight, layer.scale, layer.bias)
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5 * k ** 0.5)
     torch.testing.assert_close(layer(x[None]).double()[0], expected, rtol=1e-5, atol=1e-5 * k ** 0.5)
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", ["int8", "bf16"])
+def test_kernel_every_isa_path(isa, dtype, monkeypatch):
+    """Each vector path of the kernel (forced with P2S_CPU_ISA) on rows 1-5 and K with tails; an ISA
+    this CPU lacks is refused by name."""
+    monkeypatch.setenv("P2S_CPU_ISA", isa)
+    g = torch.Generator().manual_seed(7)
+    layer = LowPrecisionLinear(torch.randn(37, 83, generator=g) * 0.1, torch.randn(37, generator=g), dtype)
+    if not supported_cpu_isas()[isa]:
+        with pytest.raises(RuntimeError, match="does not support"):
+            op()(torch.randn(1, 83), layer.weight, layer.scale, layer.bias)
+        return
+    for m in (1, 2, 3, 4, 5):
+        x = torch.randn(m, 83, generator=g)
+        expected = F.linear(x.double(), layer.dequantized().double(), layer.bias.double())
+        torch.testing.assert_close(op()(x, layer.weight, layer.scale, layer.bias).double(), expected,
+                                   rtol=1e-5, atol=1e-4)
 
 
 def test_kernel_threads_and_large_batch_fallback():

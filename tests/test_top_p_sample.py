@@ -13,8 +13,8 @@ import torch
 from pix2seq_fast._ext import load_extension
 from pix2seq_fast.ops import top_p_sample
 from pix2seq_fast.ops.sampling import _check_generator, kept_mask_reference, tempered_logits
-from pix2seq_fast.ops.sampling import top_p_sample_reference
-from tests.conftest import requires_cuda
+from pix2seq_fast.ops.sampling import RULES, top_p_sample_reference
+from tests.conftest import requires_cuda, supported_cpu_isas
 
 RULES = ("pix2seq", "standard")
 EPS = 1e-5
@@ -472,6 +472,25 @@ def test_direct_cpu_entry_draws_torch_rand_uniforms(batch, seeded):
         assert torch.equal(ids, expected)
         assert torch.equal(lp, expected_lp)
         assert torch.equal(state_entry, state_rand)
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+def test_cpp_every_isa_same_tokens(isa, monkeypatch):
+    """The weight pass's paths (P2S_CPU_ISA; AVX-512 converts to int64 directly, the others in two
+    exact halves) give the same tokens and log-probabilities as the reference."""
+    monkeypatch.setenv("P2S_CPU_ISA", isa)
+    x = torch.randn(6, 3000, generator=torch.Generator().manual_seed(22)) * 3
+    if not supported_cpu_isas()[isa]:
+        with pytest.raises(ValueError, match="does not support"):
+            top_p_sample(x, top_p=0.8)
+        return
+    for rule in RULES:
+        got = top_p_sample(x, top_p=0.8, temperature=0.9, rule=rule, generator=torch.Generator().manual_seed(3),
+                           return_logprobs=True)
+        want = top_p_sample(x, top_p=0.8, temperature=0.9, rule=rule, generator=torch.Generator().manual_seed(3),
+                            backend="ref", return_logprobs=True)
+        assert torch.equal(got[0], want[0])
+        torch.testing.assert_close(got[1], want[1], atol=2e-5, rtol=0)
 
 
 def test_direct_cpu_entry_settings_and_errors():

@@ -11,7 +11,7 @@
 //
 // The bodies are always-inline templates instantiated three times, for AVX-512, AVX2+FMA and the
 // baseline ISA, and the best one the CPU supports is chosen at run time (or the one named by the
-// environment variable P2S_CPU_ISA = baseline | avx2 | avx512).
+// environment variable P2S_CPU_ISA = baseline | avx2 | avx512; cpu_isa.h).
 //
 // Non-finite inputs follow the reference's one rule: a query row whose visible scores (keys
 // j < its limit) or visible values hold a NaN or +-inf, or whose output overflows, comes out all
@@ -25,6 +25,8 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <torch/library.h>
+
+#include "cpu_isa.h"
 
 #include <algorithm>
 #include <cfloat>
@@ -579,40 +581,16 @@ P2S_DA_ISA(avx512, __attribute__((target("arch=x86-64-v4,prefer-vector-width=512
 
 using ItemTable = const ItemFn (*)[3];
 
-bool cpu_supports(const char* isa) {
+ItemTable table_for(p2s::CpuIsa isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  __builtin_cpu_init();
-  if (std::strcmp(isa, "avx512") == 0) return __builtin_cpu_supports("x86-64-v4");
-  if (std::strcmp(isa, "avx2") == 0) return __builtin_cpu_supports("x86-64-v3");
-#endif
-  return std::strcmp(isa, "baseline") == 0;
-}
-
-ItemTable table_for(const char* isa) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (std::strcmp(isa, "avx512") == 0) return avx512_table;
-  if (std::strcmp(isa, "avx2") == 0) return avx2_table;
+  if (isa == p2s::CpuIsa::kAvx512) return avx512_table;
+  if (isa == p2s::CpuIsa::kAvx2) return avx2_table;
 #endif
   return baseline_table;
 }
 
-// The best ISA the CPU supports, or the one named by P2S_CPU_ISA (baseline | avx2 | avx512), which
-// tests use to run every instantiation.
-ItemTable select_table() {
-  static const ItemTable best = cpu_supports("avx512") ? table_for("avx512")
-                                : cpu_supports("avx2") ? table_for("avx2")
-                                                       : table_for("baseline");
-  const char* forced = std::getenv("P2S_CPU_ISA");
-  if (forced == nullptr || forced[0] == '\0') return best;
-  TORCH_CHECK(std::strcmp(forced, "baseline") == 0 || std::strcmp(forced, "avx2") == 0 ||
-                  std::strcmp(forced, "avx512") == 0,
-              "decode_attention: P2S_CPU_ISA must be baseline, avx2 or avx512, got '", forced, "'");
-  TORCH_CHECK(cpu_supports(forced), "decode_attention: P2S_CPU_ISA=", forced, " but this CPU does not support it");
-  return table_for(forced);
-}
-
 ItemFn select_item_fn(at::ScalarType dtype, int head_dim) {
-  const ItemTable table = select_table();
+  const ItemTable table = table_for(p2s::selected_cpu_isa("decode_attention"));
   const int row = dtype == at::kFloat ? 0 : dtype == at::kHalf ? 1 : 2;
   const int col = head_dim == 32 ? 0 : head_dim == 64 ? 1 : 2;
   return table[row][col];

@@ -18,6 +18,8 @@
 #include <cstring>
 #include <optional>
 
+#include "cpu_isa.h"
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define P2S_LP_X86 1
@@ -164,29 +166,13 @@ __attribute__((target("arch=x86-64-v4"))) void rows_avx512(const float* x, const
   if (k_done < K) block_scalar(x, w, K, n0, n1, m0, MB, k_done, acc);
 }
 
-bool has_avx512() {
-  static const bool yes = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  }();
-  return yes;
-}
-
-bool has_avx2() {
-  static const bool yes = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return yes;
-}
 #endif
 
 template <typename W>
-void rows(const float* x, const W* w, int64_t K, int64_t n0, int64_t n1, int64_t m0, int64_t mb,
+void rows(p2s::CpuIsa isa, const float* x, const W* w, int64_t K, int64_t n0, int64_t n1, int64_t m0, int64_t mb,
           float* acc) {
 #ifdef P2S_LP_X86
-  if (has_avx512()) {
+  if (isa == p2s::CpuIsa::kAvx512) {
     switch (mb) {
       case 1: return rows_avx512<W, 1>(x, w, K, n0, n1, m0, acc);
       case 2: return rows_avx512<W, 2>(x, w, K, n0, n1, m0, acc);
@@ -194,7 +180,7 @@ void rows(const float* x, const W* w, int64_t K, int64_t n0, int64_t n1, int64_t
       default: return rows_avx512<W, 4>(x, w, K, n0, n1, m0, acc);
     }
   }
-  if (has_avx2()) {
+  if (isa == p2s::CpuIsa::kAvx2) {
     switch (mb) {
       case 1: return rows_avx2<W, 1>(x, w, K, n0, n1, m0, acc);
       case 2: return rows_avx2<W, 2>(x, w, K, n0, n1, m0, acc);
@@ -209,6 +195,7 @@ void rows(const float* x, const W* w, int64_t K, int64_t n0, int64_t n1, int64_t
 template <typename W>
 void run(const float* x, const W* w, const float* scale, const float* bias, int64_t M, int64_t K, int64_t N,
          float* out) {
+  const p2s::CpuIsa isa = p2s::selected_cpu_isa("lowp_linear");  // before the threads: it may throw
   constexpr int64_t kTile = 64;  // output features per task
   const int64_t tiles = (N + kTile - 1) / kTile;
   // Small layers stay on the calling thread: a task costs more than a 512 x 512 GEMV.
@@ -220,7 +207,7 @@ void run(const float* x, const W* w, const float* scale, const float* bias, int6
       for (int64_t m0 = 0; m0 < M; m0 += kBatchBlock) {
         const int64_t mb = std::min<int64_t>(kBatchBlock, M - m0);
         std::fill(acc, acc + mb * nn, 0.0f);
-        rows(x, w, K, n0, n1, m0, mb, acc);
+        rows(isa, x, w, K, n0, n1, m0, mb, acc);
         for (int64_t m = 0; m < mb; ++m) {
           float* dst = out + (m0 + m) * N + n0;
           const float* src = acc + m * nn;

@@ -25,6 +25,7 @@
 // Lets GCC if-convert (and so vectorise) the branch-free selects of the weight/bucket loops.
 #pragma GCC optimize("no-trapping-math")
 #include "pix2seq_fast/top_p.h"
+#include "cpu_isa.h"
 #include "top_p_sample.h"
 
 namespace {
@@ -40,6 +41,7 @@ struct RowSettings {
   float uniform;
   int rule;
   bool want_logprob;
+  bool avx512;  // the AVX-512 weight pass (cpu_isa.h); otherwise the AVX2 / baseline clones
 };
 
 struct Candidate {
@@ -139,13 +141,10 @@ void weigh_and_bucket_generic(const float* x, int64_t n, float temperature, floa
   weigh_and_bucket_body<false>(x, n, temperature, max_s, range, inv_width, last_regular, tail, fixed, bucket);
 }
 
-const bool kHasAvx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-
-void weigh_and_bucket(const float* x, int64_t n, float temperature, float max_s, float range, float inv_width,
-                      int last_regular, int tail, uint64_t* fixed, uint16_t* bucket) {
-  (kHasAvx512 ? weigh_and_bucket_avx512 : weigh_and_bucket_generic)(x, n, temperature, max_s, range, inv_width,
-                                                                    last_regular, tail, fixed, bucket);
+void weigh_and_bucket(bool avx512, const float* x, int64_t n, float temperature, float max_s, float range,
+                      float inv_width, int last_regular, int tail, uint64_t* fixed, uint16_t* bucket) {
+  (avx512 ? weigh_and_bucket_avx512 : weigh_and_bucket_generic)(x, n, temperature, max_s, range, inv_width,
+                                                                last_regular, tail, fixed, bucket);
 }
 
 // sum_i exp(x_i - max_x), the untempered softmax normaliser.
@@ -343,7 +342,7 @@ void sample_row(const float* x, int64_t n, int64_t row, const RowSettings& cfg, 
     const int buckets = regular + 1;  // + the massless tail
     const float range = std::min(max_s - min_s, kMasslessGap);
     const float inv_width = range > 0 ? static_cast<float>(regular) / range : 0.f;
-    weigh_and_bucket(x, n, cfg.temperature, max_s, kMasslessGap, inv_width, regular - 1, regular,
+    weigh_and_bucket(cfg.avx512, x, n, cfg.temperature, max_s, kMasslessGap, inv_width, regular - 1, regular,
                      scratch.fixed.data(), scratch.bucket.data());
 
     const bool top_k = cfg.top_k > 0 && cfg.top_k < n;
@@ -398,6 +397,7 @@ std::tuple<at::Tensor, at::Tensor> top_p_sample_rows(const at::Tensor& logits, R
                 uniforms[b], " in row ", b);
   }
 
+  const bool avx512 = p2s::selected_cpu_isa("top_p_sample") == p2s::CpuIsa::kAvx512;
   at::Tensor ids = at::empty({batch}, logits.options().dtype(at::kLong));
   at::Tensor logprobs = return_logprobs ? at::empty({batch}, logits.options().dtype(at::kFloat)) : at::Tensor();
   int64_t* out_ids = ids.data_ptr<int64_t>();
@@ -417,7 +417,7 @@ std::tuple<at::Tensor, at::Tensor> top_p_sample_rows(const at::Tensor& logits, R
       }
       if (dtype != at::kFloat && scratch.x.size() < static_cast<size_t>(vocab)) scratch.x.resize(vocab);
       for (int64_t b = begin; b < end; ++b) {
-        const RowSettings cfg{top_p[b], top_k[b], temperature[b], uniforms[b], rule_id, return_logprobs};
+        const RowSettings cfg{top_p[b], top_k[b], temperature[b], uniforms[b], rule_id, return_logprobs, avx512};
         const float* x = row_as_float(data + b * vocab, vocab, scratch);
         float lp = 0.f;
         sample_row(x, vocab, b, cfg, scratch, out_ids[b], lp);
