@@ -47,10 +47,10 @@ negative ``temperature`` counts as greedy and ``top_k < 0`` as 0 there.
 Backends (``_backend.resolve_backend``): ``ref`` (sort-based, this file); ``cpp`` (one pass for the
 max, one vectorised pass for weights and a histogram over logit buckets, then only the boundary
 bucket's few tokens are sorted; OpenMP over rows; called straight through
-``_C.top_p_sample_cpu``, which takes number settings as they are and draws the uniforms in C++ with
-``torch.rand``'s generator, so a call costs no tensor per setting and no dispatcher round); ``cuda`` (radix selection of the thresholds, 8 bits
-a round, one block per row); ``triton`` (the same radix selection, 4 bits a round, one program per
-row). The kernels keep masses in 2^-40 fixed point (``csrc/include/pix2seq_fast/top_p.h``): exact,
+``_C.top_p_sample_cpu``, which takes number settings as they are and draws the uniforms in C++ from
+the generator as ``torch.rand`` does, so a call costs no tensor per setting and no dispatcher round);
+``cuda`` (radix selection of the thresholds, 8 bits a round, one block per row); ``triton`` (the
+same radix selection, 4 bits a round, one program per row). The kernels keep masses in 2^-40 fixed point (``csrc/include/pix2seq_fast/top_p.h``): exact,
 order-independent sums, so a token more than ~28 nats below the row's maximum weighs 0 there and is
 never drawn (the reference gives each such token a probability below 1e-12).
 """
