@@ -50,9 +50,9 @@ bucket's few tokens are sorted; OpenMP over rows; called straight through
 ``_C.top_p_sample_cpu``, which takes number settings as they are and draws the uniforms in C++ from
 the generator as ``torch.rand`` does, so a call costs no tensor per setting and no dispatcher round);
 ``cuda`` (radix selection of the thresholds, 8 bits a round, one block per row); ``triton`` (the
-same radix selection, 4 bits a round, one program per row). The kernels keep masses in 2^-40 fixed point (``csrc/include/pix2seq_fast/top_p.h``): exact,
-order-independent sums, so a token more than ~28 nats below the row's maximum weighs 0 there and is
-never drawn (the reference gives each such token a probability below 1e-12).
+same radix selection, 4 bits a round, one program per row). The kernels keep masses in 2^-40 fixed
+point (``csrc/include/pix2seq_fast/top_p.h``): exact, order-independent sums, so a token more than
+~28 nats below the row's maximum weighs 0 there and is never drawn (the reference gives each such token a probability below 1e-12).
 """
 from __future__ import annotations
 
