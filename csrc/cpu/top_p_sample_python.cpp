@@ -20,10 +20,11 @@ namespace {
 
 namespace py = pybind11;
 
-template <typename T>
-RowValues<T> row_values(const std::variant<at::Tensor, T>& setting, const char* name, int64_t batch,
+// A number (Python float -> double, int -> int64) for every row, or a [B] tensor of T.
+template <typename T, typename Number>
+RowValues<T> row_values(const std::variant<at::Tensor, Number>& setting, const char* name, int64_t batch,
                         c10::ScalarType dtype) {
-  if (const auto* number = std::get_if<T>(&setting)) return RowValues<T>::same(*number);
+  if (const auto* number = std::get_if<Number>(&setting)) return RowValues<T>::same(static_cast<T>(*number));
   const at::Tensor& rows = std::get<at::Tensor>(setting);
   check_top_p_row_tensor(rows, name, batch, dtype);
   return RowValues<T>::of(rows.data_ptr<T>());
@@ -54,13 +55,9 @@ py::tuple top_p_sample_cpu(const at::Tensor& logits, const std::variant<at::Tens
     TORCH_CHECK(logits.dim() == 2, "top_p_sample: logits must be 2-D [B, V], got ", logits.sizes());
     TORCH_CHECK(logits.device().is_cpu(), "top_p_sample: logits must be a CPU tensor, got ", logits.device());
     const int64_t batch = logits.size(0);
-    auto narrow = [](const std::variant<at::Tensor, double>& v) -> std::variant<at::Tensor, float> {
-      if (const auto* number = std::get_if<double>(&v)) return static_cast<float>(*number);
-      return std::get<at::Tensor>(v);
-    };
-    const RowValues<float> p = row_values<float>(narrow(top_p), "top_p", batch, at::kFloat);
+    const RowValues<float> p = row_values<float>(top_p, "top_p", batch, at::kFloat);
     const RowValues<int64_t> k = row_values<int64_t>(top_k, "top_k", batch, at::kLong);
-    const RowValues<float> t = row_values<float>(narrow(temperature), "temperature", batch, at::kFloat);
+    const RowValues<float> t = row_values<float>(temperature, "temperature", batch, at::kFloat);
     const std::vector<float> uniforms = draw_uniforms(batch, generator);
     std::tuple<at::Tensor, at::Tensor> out;
     {
