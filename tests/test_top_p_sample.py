@@ -493,6 +493,48 @@ def test_cpp_every_isa_same_tokens(isa, monkeypatch):
         torch.testing.assert_close(got[1], want[1], atol=2e-5, rtol=0)
 
 
+def heavy_path_rows(kind, batch, vocab, g):
+    """Rows for each way the C++ kernel's top-p path (top-k off) finds its candidate tokens."""
+    if kind == "peaked":  # the few tokens within 4 nats of the maximum hold more than p
+        return torch.randn(batch, vocab, generator=g) * 4
+    if kind == "heavy-tail":  # they do not: one token at 10, the rest near 5 (tied in pairs)
+        x = 5 + (torch.rand(batch, vocab, generator=g) * 8).round() / 16
+        x[:, 7] = 10.0
+        return x
+    if kind == "masked":  # -inf entries and a flat top
+        x = (torch.randn(batch, vocab, generator=g) * 0.3).round(decimals=1)
+        x[:, ::3] = float("-inf")
+        return x
+    return torch.full((batch, vocab), 2.0)  # "all-tied"
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("kind", ["peaked", "heavy-tail", "masked", "all-tied"])
+def test_cpp_top_p_candidates_same_tokens_as_reference(kind, isa, monkeypatch):
+    """Top-p without top-k searches only the most probable tokens; on rows where that set is a few
+    tokens, most of the row, or every token, every ISA's path draws the reference's tokens."""
+    if not supported_cpu_isas()[isa]:
+        pytest.skip(f"this CPU cannot run P2S_CPU_ISA={isa}")
+    monkeypatch.setenv("P2S_CPU_ISA", isa)
+    g = torch.Generator().manual_seed(31)
+    batch, vocab = 48, 1000
+    x = heavy_path_rows(kind, batch, vocab, g)
+    p = torch.rand(batch, generator=g) * 0.98 + 0.01
+    k = torch.zeros(batch, dtype=torch.int64)
+    t = torch.where(torch.arange(batch) % 2 == 0, torch.ones(batch), torch.rand(batch, generator=g) + 0.5)
+    compared = 0
+    for rule in RULES:
+        for _ in range(3):
+            u = torch.rand(batch, generator=g)
+            ids, lp = torch.ops.pix2seq_fast.top_p_sample(x, p, k, t, u, rule, True)
+            ref, ref_lp = top_p_sample_reference(x, p, k, t, u, rule)
+            ok = unambiguous(x, p, k, t, u, rule)
+            assert torch.equal(ids[ok], ref[ok])
+            torch.testing.assert_close(lp[ok], ref_lp[ok], atol=2e-5, rtol=0)
+            compared += int(ok.sum())
+    assert compared >= 0.5 * batch * 6
+
+
 def test_direct_cpu_entry_settings_and_errors():
     from pix2seq_fast import _C
     x = torch.randn(3, 50, generator=torch.Generator().manual_seed(21))
@@ -508,12 +550,20 @@ def test_direct_cpu_entry_settings_and_errors():
                          (dict(top_k=-1), "top_k"), (dict(top_k=torch.zeros(3, dtype=torch.int32)), "top_k"),
                          (dict(temperature=float("inf")), "temperature"), (dict(rule="nucleus"), "rule"),
                          (dict(logits=torch.randn(50)), "2-D"), (dict(logits=torch.randn(3, 50).double()), "float32"),
-                         (dict(logits=torch.randn(50, 3).t()), "contiguous")]:
+                         (dict(logits=torch.randn(3, 0)), "at least one token")]:
         args = dict(logits=x, top_p=0.5, top_k=0, temperature=1.0, generator=None, rule="pix2seq",
                     return_logprobs=False)
         args.update(bad)
         with pytest.raises(ValueError, match=message):
             _C.top_p_sample_cpu(**args)
+
+
+def test_direct_cpu_entry_takes_strided_logits():
+    from pix2seq_fast import _C
+    x = torch.randn(50, 3, generator=torch.Generator().manual_seed(22)).t()
+    gen = lambda: torch.Generator().manual_seed(6)  # noqa: E731
+    ids, _ = _C.top_p_sample_cpu(x, 0.7, 0, 1.0, gen(), "pix2seq", False)
+    assert torch.equal(ids, _C.top_p_sample_cpu(x.contiguous(), 0.7, 0, 1.0, gen(), "pix2seq", False)[0])
 
 
 def test_reference_marks_invalid_rows():

@@ -1,17 +1,21 @@
 // top_p_sample on the CPU without a full sort (semantics: pix2seq_fast/ops/sampling.py).
 //
 // Per row: (1) one pass for max / validity; (2) one vectorised pass computing every weight
-// exp(s - max) and its bucket — buckets are equal-width ranges of (max - s) over the 28 nats that
-// carry fixed-point mass, plus a massless tail — then a histogram of counts and exact fixed-point
-// masses; (3) walk the histogram from the top to find the one bucket holding the top-k boundary and
-// the one holding the top-p boundary, and sort only that bucket's few tokens to place the threshold
-// exactly; (4) the inverse-CDF draw over the kept tokens in index order. OpenMP over rows.
+// exp(s - max) in exact fixed point; (3) the tokens that can hold the threshold are bucketed by their
+// gap below the maximum (equal-width ranges; a massless tail beyond 28 nats) with a histogram of
+// masses (and counts, for top-k); walking it from the top finds the one bucket holding the top-k
+// boundary and the one holding the top-p boundary, and only that bucket's few tokens are sorted;
+// (4) the inverse-CDF draw over the kept tokens in index order. With top-k, every token is bucketed;
+// top-p alone buckets only the most probable tokens that together hold more than p (sample_heavy:
+// usually a small share of the row). OpenMP over rows.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <torch/library.h>
+
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -33,6 +37,8 @@ namespace {
 using namespace p2s::top_p;
 
 constexpr float kNoThreshold = -std::numeric_limits<float>::infinity();  // every token of the bucket
+// The top-p fast path's first candidate set: the tokens within this many nats of the maximum.
+constexpr float kNearGap = 5.0f;
 
 struct RowSettings {
   float top_p;
@@ -57,6 +63,8 @@ struct Scratch {
   std::vector<uint32_t> count;  // per bucket
   std::vector<uint64_t> mass;   // per bucket, fixed point
   std::vector<Candidate> candidates;
+  std::vector<int32_t> heavy_index;  // the top-p fast path's heavy tokens (indices into the row)
+  std::vector<float> heavy_s;        // ... their tempered logits
 };
 
 struct RowStats {
@@ -145,6 +153,121 @@ void weigh_and_bucket(bool avx512, const float* x, int64_t n, float temperature,
                       float inv_width, int last_regular, int tail, uint64_t* fixed, uint16_t* bucket) {
   (avx512 ? weigh_and_bucket_avx512 : weigh_and_bucket_generic)(x, n, temperature, max_s, range, inv_width,
                                                                 last_regular, tail, fixed, bucket);
+}
+
+// fixed[i] = to_fixed(exp(s_i - max_s)); returns their sum (the row's total mass) and, in
+// `near_mass`, the mass of the tokens with s >= near. No buckets: the top-p fast path buckets only
+// the tokens that can hold its threshold.
+template <bool kInt64Convert>
+inline __attribute__((always_inline)) uint64_t weigh_and_total_body(const float* x, int64_t n, float temperature,
+                                                                    float max_s, float near, uint64_t* fixed,
+                                                                    uint64_t& near_mass) {
+  const bool unit = temperature == 1.f;
+  uint64_t total = 0, above = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float s = unit ? x[i] + 0.f : tempered(x[i], temperature);
+    const float w = exp_nonpositive(s - max_s);
+    const uint64_t f = kInt64Convert ? to_fixed(w) : to_fixed_split(w);
+    fixed[i] = f;
+    total += f;
+    above += s >= near ? f : 0;
+  }
+  near_mass = above;
+  return total;
+}
+
+__attribute__((target("arch=x86-64-v4")))
+uint64_t weigh_and_total_avx512(const float* x, int64_t n, float temperature, float max_s, float near,
+                                uint64_t* fixed, uint64_t& near_mass) {
+  return weigh_and_total_body<true>(x, n, temperature, max_s, near, fixed, near_mass);
+}
+
+__attribute__((target_clones("avx2", "default")))
+uint64_t weigh_and_total_generic(const float* x, int64_t n, float temperature, float max_s, float near,
+                                 uint64_t* fixed, uint64_t& near_mass) {
+  return weigh_and_total_body<false>(x, n, temperature, max_s, near, fixed, near_mass);
+}
+
+// The heavy tokens, in index order, into index / s (tempered logit) / weight (each with room for n
+// entries); returns how many. Two definitions, both upper sets in s: s >= near, or weight >= at_least.
+void push_heavy(int64_t i, float s_i, uint64_t weight_i, int32_t* index, float* s, uint64_t* weight, int64_t& m) {
+  index[m] = static_cast<int32_t>(i);
+  s[m] = s_i;
+  weight[m++] = weight_i;
+}
+
+// s >= near: few tokens, found from 16-token comparison masks (the branch on a mask is mostly not
+// taken; AVX-512's compress instructions are slower here on Zen 4).
+__attribute__((target("arch=x86-64-v4")))
+int64_t tokens_near_avx512(const float* x, int64_t n, float temperature, float near, const uint64_t* fixed,
+                           int32_t* index, float* s, uint64_t* weight) {
+  const bool unit = temperature == 1.f;
+  const __m512 threshold = _mm512_set1_ps(near), divisor = _mm512_set1_ps(temperature);
+  const __m512 zero = _mm512_setzero_ps();
+  int64_t m = 0, i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 v = _mm512_loadu_ps(x + i);
+    v = _mm512_add_ps(unit ? v : _mm512_div_ps(v, divisor), zero);  // tempered(): x / t + 0
+    for (uint32_t hits = _mm512_cmp_ps_mask(v, threshold, _CMP_GE_OQ); hits != 0; hits &= hits - 1) {
+      const int64_t j = i + __builtin_ctz(hits);
+      push_heavy(j, tempered(x[j], temperature), fixed[j], index, s, weight, m);
+    }
+  }
+  for (; i < n; ++i) {
+    const float s_i = tempered(x[i], temperature);
+    if (s_i >= near) push_heavy(i, s_i, fixed[i], index, s, weight, m);
+  }
+  return m;
+}
+
+int64_t tokens_near_generic(const float* x, int64_t n, float temperature, float near, const uint64_t* fixed,
+                            int32_t* index, float* s, uint64_t* weight) {
+  int64_t m = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float s_i = tempered(x[i], temperature);
+    if (s_i >= near) push_heavy(i, s_i, fixed[i], index, s, weight, m);
+  }
+  return m;
+}
+
+// weight >= at_least: possibly many tokens. The indices are compressed 16 at a time (no branch; the
+// index array needs room for n + 16), then their logits and weights gathered.
+__attribute__((target("arch=x86-64-v4")))
+int64_t tokens_weighing_avx512(const float* x, int64_t n, float temperature, const uint64_t* fixed,
+                               uint64_t at_least, int32_t* index, float* s, uint64_t* weight) {
+  const __m512i floor = _mm512_set1_epi64(static_cast<long long>(at_least));
+  const __m512i sixteen = _mm512_set1_epi32(16);
+  __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int64_t m = 0, i = 0;
+  for (; i + 16 <= n; i += 16, lanes = _mm512_add_epi32(lanes, sixteen)) {
+    const __mmask16 low = _mm512_cmpge_epu64_mask(_mm512_loadu_si512(fixed + i), floor);
+    const __mmask16 high = _mm512_cmpge_epu64_mask(_mm512_loadu_si512(fixed + i + 8), floor);
+    const __mmask16 heavy = static_cast<__mmask16>(low | (high << 8));
+    _mm512_storeu_si512(index + m, _mm512_maskz_compress_epi32(heavy, lanes));
+    m += __builtin_popcount(heavy);
+  }
+  for (; i < n; ++i) {
+    index[m] = static_cast<int32_t>(i);
+    m += fixed[i] >= at_least;
+  }
+  for (int64_t j = 0; j < m; ++j) {
+    s[j] = tempered(x[index[j]], temperature);
+    weight[j] = fixed[index[j]];
+  }
+  return m;
+}
+
+// weight >= at_least: possibly many tokens; branch-free (a token is written, then kept or overwritten).
+int64_t tokens_weighing(const float* x, int64_t n, float temperature, const uint64_t* fixed, uint64_t at_least,
+                        int32_t* index, float* s, uint64_t* weight) {
+  int64_t m = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    index[m] = static_cast<int32_t>(i);
+    s[m] = tempered(x[i], temperature);
+    weight[m] = fixed[i];
+    m += fixed[i] >= at_least;
+  }
+  return m;
 }
 
 // sum_i exp(x_i - max_x), the untempered softmax normaliser.
@@ -321,7 +444,89 @@ int64_t draw(const float* x, int64_t n, const RowSettings& cfg, const Scratch& s
   TORCH_CHECK(false, "top_p_sample: internal error, the draw ran past the kept mass");
 }
 
-void sample_row(const float* x, int64_t n, int64_t row, const RowSettings& cfg, Scratch& scratch,
+// The general path: every token bucketed by its gap below max_s (top-k, then top-p, then the draw).
+// Returns the row's total mass.
+uint64_t sample_bucketed(const float* x, int64_t n, const RowSettings& cfg, float max_s, float min_s,
+                         Scratch& scratch, int64_t& id) {
+  const int regular = static_cast<int>(std::clamp<int64_t>(int64_t(1) << (64 - __builtin_clzll(n / 16 + 1)),
+                                                           64, 2048));
+  const int buckets = regular + 1;  // + the massless tail
+  const float range = std::min(max_s - min_s, kMasslessGap);
+  const float inv_width = range > 0 ? static_cast<float>(regular) / range : 0.f;
+  weigh_and_bucket(cfg.avx512, x, n, cfg.temperature, max_s, kMasslessGap, inv_width, regular - 1, regular,
+                   scratch.fixed.data(), scratch.bucket.data());
+
+  const bool top_k = cfg.top_k > 0 && cfg.top_k < n;
+  histogram(n, buckets, top_k, scratch);
+  uint64_t total = 0;
+  for (int b = 0; b < buckets; ++b) total += scratch.mass[b];
+
+  KeptSet kept{buckets, kNoThreshold, total};
+  uint64_t limit_bucket_mass = 0;
+  if (top_k) kept = apply_top_k(x, n, cfg, scratch, buckets, limit_bucket_mass);
+  if (cfg.top_p < 1.f) kept = apply_top_p(x, n, cfg, scratch, kept, limit_bucket_mass, buckets);
+  id = draw(x, n, cfg, scratch, kept);
+  return total;
+}
+
+// Top-p without top-k, given every token's weight (scratch.fixed), their `total`, and the mass
+// `near_mass` of the tokens with s >= near. When a set H of the most probable tokens (all tokens
+// with s above some value) holds more than p * total, every token outside H has more than p * total
+// strictly above it and both rules drop it: the threshold, and the draw, lie inside H, and only H is
+// bucketed and searched. H is the tokens within kNearGap of the maximum when they hold that mass
+// (peaked rows: a few tokens), else those weighing at least (1 - p) * total / n (the lighter ones
+// weigh less than (1 - p) * total together). Returns false, deciding nothing, when neither holds
+// that mass (rounding at the margin); the caller then buckets every token.
+bool sample_heavy(const float* x, int64_t n, const RowSettings& cfg, float max_s, float near, uint64_t total,
+                  uint64_t near_mass, const Scratch& scratch, Scratch& heavy, int64_t& id) {
+  const double target = mass_target(cfg.top_p, total);
+  if (heavy.heavy_index.size() < static_cast<size_t>(n + 16)) {
+    heavy.heavy_index.resize(n + 16);
+    heavy.heavy_s.resize(n);
+    heavy.fixed.resize(n);
+    heavy.bucket.resize(n);
+    heavy.count.resize(2049);
+    heavy.mass.resize(2 * 2049);
+  }
+  int32_t* index = heavy.heavy_index.data();
+  float* s = heavy.heavy_s.data();
+  uint64_t* weight = heavy.fixed.data();
+  int64_t m = 0;
+  if (static_cast<double>(near_mass) > target) {
+    m = (cfg.avx512 ? tokens_near_avx512 : tokens_near_generic)(x, n, cfg.temperature, near, scratch.fixed.data(),
+                                                                index, s, weight);
+  } else {
+    const uint64_t at_least = std::max<uint64_t>(
+        1, static_cast<uint64_t>((1.0 - static_cast<double>(cfg.top_p)) * static_cast<double>(total) /
+                                 static_cast<double>(n)));
+    m = (cfg.avx512 ? tokens_weighing_avx512 : tokens_weighing)(x, n, cfg.temperature, scratch.fixed.data(),
+                                                                at_least, index, s, weight);
+    uint64_t heavy_mass = 0;
+    for (int64_t j = 0; j < m; ++j) heavy_mass += weight[j];
+    if (!(static_cast<double>(heavy_mass) > target)) return false;
+  }
+  float min_s = max_s;
+  for (int64_t j = 0; j < m; ++j) min_s = s[j] < min_s ? s[j] : min_s;
+
+  const int regular = static_cast<int>(std::clamp<int64_t>(int64_t(1) << (64 - __builtin_clzll(m / 16 + 1)),
+                                                           64, 2048));
+  const float range = max_s - min_s;
+  const float inv_width = range > 0 ? static_cast<float>(regular) / range : 0.f;
+  const float last_regular = static_cast<float>(regular - 1);
+  for (int64_t j = 0; j < m; ++j) {
+    const float scaled = (max_s - s[j]) * inv_width;
+    heavy.bucket[j] = static_cast<uint16_t>(static_cast<int>(scaled < last_regular ? scaled : last_regular));
+  }
+  const int buckets = regular + 1;  // the tail stays empty: every heavy token is within `range`
+  histogram(m, buckets, false, heavy);
+  RowSettings tempered_already = cfg;  // s is tempered: tempered(s, 1) == s
+  tempered_already.temperature = 1.f;
+  const KeptSet kept = apply_top_p(s, m, tempered_already, heavy, KeptSet{buckets, kNoThreshold, total}, 0, buckets);
+  id = heavy.heavy_index[draw(s, m, tempered_already, heavy, kept)];
+  return true;
+}
+
+void sample_row(const float* x, int64_t n, int64_t row, const RowSettings& cfg, Scratch& scratch, Scratch& heavy,
                 int64_t& id, float& logprob) {
   const RowStats stats = row_stats(x, n);
   TORCH_CHECK(!stats.bad, "top_p_sample: logits row ", row, " contains NaN or +inf");
@@ -337,24 +542,17 @@ void sample_row(const float* x, int64_t n, int64_t row, const RowSettings& cfg, 
     TORCH_CHECK(max_s <= kFloatMax, "top_p_sample: logits row ", row, " divided by temperature ", cfg.temperature,
                 " overflows float32");
     const float min_s = tempered(stats.min_finite, cfg.temperature);
-    const int regular = static_cast<int>(std::clamp<int64_t>(int64_t(1) << (64 - __builtin_clzll(n / 16 + 1)),
-                                                             64, 2048));
-    const int buckets = regular + 1;  // + the massless tail
-    const float range = std::min(max_s - min_s, kMasslessGap);
-    const float inv_width = range > 0 ? static_cast<float>(regular) / range : 0.f;
-    weigh_and_bucket(cfg.avx512, x, n, cfg.temperature, max_s, kMasslessGap, inv_width, regular - 1, regular,
-                     scratch.fixed.data(), scratch.bucket.data());
-
-    const bool top_k = cfg.top_k > 0 && cfg.top_k < n;
-    histogram(n, buckets, top_k, scratch);
     uint64_t total = 0;
-    for (int b = 0; b < buckets; ++b) total += scratch.mass[b];
-
-    KeptSet kept{buckets, kNoThreshold, total};
-    uint64_t limit_bucket_mass = 0;
-    if (top_k) kept = apply_top_k(x, n, cfg, scratch, buckets, limit_bucket_mass);
-    if (cfg.top_p < 1.f) kept = apply_top_p(x, n, cfg, scratch, kept, limit_bucket_mass, buckets);
-    id = draw(x, n, cfg, scratch, kept);
+    const bool top_k = cfg.top_k > 0 && cfg.top_k < n;
+    bool decided = false;
+    if (!top_k && cfg.top_p < 1.f) {
+      const float near = max_s - kNearGap;
+      uint64_t near_mass = 0;
+      total = (cfg.avx512 ? weigh_and_total_avx512 : weigh_and_total_generic)(x, n, cfg.temperature, max_s, near,
+                                                                             scratch.fixed.data(), near_mass);
+      decided = sample_heavy(x, n, cfg, max_s, near, total, near_mass, scratch, heavy, id);
+    }
+    if (!decided) total = sample_bucketed(x, n, cfg, max_s, min_s, scratch, id);
 
     if (cfg.want_logprob)
       log_normaliser = cfg.temperature == 1.f ? std::log(static_cast<double>(total) / kFixedOne)
@@ -383,7 +581,7 @@ std::tuple<at::Tensor, at::Tensor> top_p_sample_rows(const at::Tensor& logits, R
   TORCH_CHECK(logits.dim() == 2, "top_p_sample: logits must be 2-D [B, V], got ", logits.sizes());
   const auto dtype = logits.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
-              "top_p_sample: logits must be float32, float16 or bfloat16, got ", dtype);
+              "top_p_sample: logits dtype must be float32, float16 or bfloat16, got ", dtype);
   TORCH_CHECK(logits.is_contiguous(), "top_p_sample: logits must be contiguous");
   const int64_t batch = logits.size(0), vocab = logits.size(1);
   TORCH_CHECK(vocab >= 1 && vocab <= kMaxVocab, "top_p_sample: logits must have 1..", kMaxVocab,
@@ -408,7 +606,7 @@ std::tuple<at::Tensor, at::Tensor> top_p_sample_rows(const at::Tensor& logits, R
     constexpr int64_t kLogitsPerTask = 32768;
     const int64_t rows_per_task = std::max<int64_t>(1, kLogitsPerTask / vocab);
     at::parallel_for(0, batch, rows_per_task, [&](int64_t begin, int64_t end) {
-      static thread_local Scratch scratch;  // reused across calls: no page faults per step
+      static thread_local Scratch scratch, heavy;  // reused across calls: no page faults per step
       if (scratch.fixed.size() < static_cast<size_t>(vocab)) {
         scratch.fixed.resize(vocab);
         scratch.bucket.resize(vocab);
@@ -420,7 +618,7 @@ std::tuple<at::Tensor, at::Tensor> top_p_sample_rows(const at::Tensor& logits, R
         const RowSettings cfg{top_p[b], top_k[b], temperature[b], uniforms[b], rule_id, return_logprobs, avx512};
         const float* x = row_as_float(data + b * vocab, vocab, scratch);
         float lp = 0.f;
-        sample_row(x, vocab, b, cfg, scratch, out_ids[b], lp);
+        sample_row(x, vocab, b, cfg, scratch, heavy, out_ids[b], lp);
         if (out_lp) out_lp[b] = lp;
       }
     });

@@ -7,6 +7,7 @@
 #include <ATen/core/DistributionsHelper.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -20,6 +21,10 @@ namespace {
 
 namespace py = pybind11;
 
+// Smaller calls (a few microseconds) keep the GIL: releasing and taking it back costs more than
+// another Python thread could use in that time.
+constexpr int64_t kLogitsWithoutGil = 16384;
+
 // A number (Python float -> double, int -> int64) for every row, or a [B] tensor of T.
 template <typename T, typename Number>
 RowValues<T> row_values(const std::variant<at::Tensor, Number>& setting, const char* name, int64_t batch,
@@ -28,6 +33,19 @@ RowValues<T> row_values(const std::variant<at::Tensor, Number>& setting, const c
   const at::Tensor& rows = std::get<at::Tensor>(setting);
   check_top_p_row_tensor(rows, name, batch, dtype);
   return RowValues<T>::of(rows.data_ptr<T>());
+}
+
+// The number settings' values, checked before their narrowing to the kernel's float (the messages
+// of sampling.py's checks: this entry is also the Python fast path for number settings).
+void check_number_settings(const std::variant<at::Tensor, double>& top_p, const std::variant<at::Tensor, int64_t>& top_k,
+                           const std::variant<at::Tensor, double>& temperature) {
+  if (const double* p = std::get_if<double>(&top_p))
+    TORCH_CHECK(*p <= 1.0, "top_p_sample: top_p must be <= 1 (<= 0 means greedy), got ", *p);
+  if (const int64_t* k = std::get_if<int64_t>(&top_k))
+    TORCH_CHECK(*k >= 0, "top_p_sample: top_k must be >= 0 (0 disables it), got ", *k);
+  if (const double* t = std::get_if<double>(&temperature))
+    TORCH_CHECK(*t >= 0.0 && *t < std::numeric_limits<double>::infinity(),
+                "top_p_sample: temperature must be finite and >= 0 (0 means greedy), got ", *t);
 }
 
 // torch.rand(batch, generator=generator) of float32 on the CPU, without a tensor: ATen's CPU uniform
@@ -54,15 +72,22 @@ py::tuple top_p_sample_cpu(const at::Tensor& logits, const std::variant<at::Tens
     const int rule_id = top_p_rule_id(rule);
     TORCH_CHECK(logits.dim() == 2, "top_p_sample: logits must be 2-D [B, V], got ", logits.sizes());
     TORCH_CHECK(logits.device().is_cpu(), "top_p_sample: logits must be a CPU tensor, got ", logits.device());
+    TORCH_CHECK(logits.size(1) >= 1, "top_p_sample: logits must have at least one token per row, got shape ",
+                logits.sizes());
+    TORCH_CHECK(!generator.has_value() || generator->device().is_cpu(), "top_p_sample: generator is on ",
+                generator.has_value() ? generator->device() : c10::Device(c10::kCPU), " but logits are on cpu");
+    check_number_settings(top_p, top_k, temperature);
     const int64_t batch = logits.size(0);
     const RowValues<float> p = row_values<float>(top_p, "top_p", batch, at::kFloat);
     const RowValues<int64_t> k = row_values<int64_t>(top_k, "top_k", batch, at::kLong);
     const RowValues<float> t = row_values<float>(temperature, "temperature", batch, at::kFloat);
     const std::vector<float> uniforms = draw_uniforms(batch, generator);
     std::tuple<at::Tensor, at::Tensor> out;
-    {
+    if (logits.numel() < kLogitsWithoutGil) {
+      out = top_p_sample_rows(logits.contiguous(), p, k, t, uniforms.data(), rule_id, return_logprobs);
+    } else {
       py::gil_scoped_release no_gil;
-      out = top_p_sample_rows(logits, p, k, t, uniforms.data(), rule_id, return_logprobs);
+      out = top_p_sample_rows(logits.contiguous(), p, k, t, uniforms.data(), rule_id, return_logprobs);
     }
     if (!return_logprobs) return py::make_tuple(std::get<0>(out), py::none());
     return py::make_tuple(std::get<0>(out), std::get<1>(out));

@@ -45,8 +45,9 @@ or whose ``logits / temperature`` overflows fp32;
 negative ``temperature`` counts as greedy and ``top_k < 0`` as 0 there.
 
 Backends (``_backend.resolve_backend``): ``ref`` (sort-based, this file); ``cpp`` (one pass for the
-max, one vectorised pass for weights and a histogram over logit buckets, then only the boundary
-bucket's few tokens are sorted; OpenMP over rows; called straight through
+max, one vectorised pass for weights, a histogram over logit buckets of the tokens that can hold the
+threshold — for top-p alone only the most probable tokens holding more than p — then only the
+boundary bucket's few tokens are sorted; OpenMP over rows; called straight through
 ``_C.top_p_sample_cpu``, which takes number settings as they are and draws the uniforms in C++ from
 the generator as ``torch.rand`` does, so a call costs no tensor per setting and no dispatcher round);
 ``cuda`` (radix selection of the thresholds, 8 bits a round, one block per row); ``triton`` (the
@@ -67,6 +68,7 @@ from pix2seq_fast.ops._backend import check_tensor, resolve_backend
 OP = "top_p_sample"
 RULES = ("pix2seq", "standard")
 LOGIT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_PLAIN_NUMBERS = (float, int)  # settings the C++ entry takes as they are (bool, numpy scalars: checked here)
 
 __all__ = ["top_p_sample", "top_p_sample_reference", "kept_mask_reference", "RULES"]
 
@@ -267,6 +269,12 @@ def top_p_sample(logits, top_p=1.0, top_k=0, temperature=1.0, rule="pix2seq", ge
     Returns ``ids`` int64 ``[B]``, or ``(ids, logprobs)`` (fp32 ``[B]``, full untempered
     log-softmax of the chosen token) when ``return_logprobs``.
     """
+    if (type(logits) is torch.Tensor and logits.is_cpu and (backend == "auto" or backend == "cpp")
+            and type(top_p) in _PLAIN_NUMBERS and type(top_k) is int and type(temperature) in _PLAIN_NUMBERS
+            and (generator is None or type(generator) is torch.Generator) and _cpu_entry() is not None):
+        # the decode loops' call: the C++ entry makes every check below itself (same messages)
+        ids, logprobs = _cpu_entry()(logits, top_p, top_k, temperature, generator, rule, return_logprobs)
+        return (ids, logprobs) if return_logprobs else ids
     check_tensor("logits", logits, op=OP, dim=2, dtypes=LOGIT_DTYPES)
     batch, vocab = logits.shape
     if vocab == 0:
