@@ -558,6 +558,14 @@ def test_direct_cpu_entry_settings_and_errors():
             _C.top_p_sample_cpu(**args)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_top_k_beyond_int64_disables_top_k(backend):
+    x = torch.randn(3, 40, generator=torch.Generator().manual_seed(23))
+    gen = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    assert torch.equal(top_p_sample(x, 0.9, 2 ** 70, generator=gen(), backend=backend),
+                       top_p_sample(x, 0.9, 0, generator=gen(), backend=backend))
+
+
 def test_direct_cpu_entry_takes_strided_logits():
     from pix2seq_fast import _C
     x = torch.randn(50, 3, generator=torch.Generator().manual_seed(22)).t()

@@ -68,6 +68,7 @@ from pix2seq_fast.ops._backend import check_tensor, resolve_backend
 OP = "top_p_sample"
 RULES = ("pix2seq", "standard")
 LOGIT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_INT64_MAX = 2 ** 63 - 1
 _PLAIN_NUMBERS = (float, int)  # settings the C++ entry takes as they are (bool, numpy scalars: checked here)
 
 __all__ = ["top_p_sample", "top_p_sample_reference", "kept_mask_reference", "RULES"]
@@ -184,7 +185,7 @@ def _per_row(name: str, value, batch: int, device: torch.device, dtype: torch.dt
     if integer:
         if type(value) is not int and (not isinstance(value, numbers.Integral) or isinstance(value, bool)):
             raise ValueError(f"{OP}: {name} must be an int or an integer tensor [B], got {value!r}")
-        value = int(value)
+        value = min(int(value), _INT64_MAX)  # top_k >= V disables it: beyond int64 means the same
     elif not _is_number(value):
         raise ValueError(f"{OP}: {name} must be a number or a tensor [B], got {value!r}")
     else:
@@ -273,8 +274,11 @@ def top_p_sample(logits, top_p=1.0, top_k=0, temperature=1.0, rule="pix2seq", ge
             and type(top_p) in _PLAIN_NUMBERS and type(top_k) is int and type(temperature) in _PLAIN_NUMBERS
             and (generator is None or type(generator) is torch.Generator) and _cpu_entry() is not None):
         # the decode loops' call: the C++ entry makes every check below itself (same messages)
-        ids, logprobs = _cpu_entry()(logits, top_p, top_k, temperature, generator, rule, return_logprobs)
-        return (ids, logprobs) if return_logprobs else ids
+        try:
+            ids, logprobs = _cpu_entry()(logits, top_p, top_k, temperature, generator, rule, return_logprobs)
+            return (ids, logprobs) if return_logprobs else ids
+        except TypeError:  # a number beyond int64 / float: the checks below name it
+            pass
     check_tensor("logits", logits, op=OP, dim=2, dtypes=LOGIT_DTYPES)
     batch, vocab = logits.shape
     if vocab == 0:
