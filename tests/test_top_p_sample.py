@@ -497,11 +497,16 @@ def heavy_path_rows(kind, batch, vocab, g):
     """Rows for each way the C++ kernel's top-p path (top-k off) finds its candidate tokens."""
     if kind == "peaked":  # the few tokens within 4 nats of the maximum hold more than p
         return torch.randn(batch, vocab, generator=g) * 4
-    if kind == "heavy-tail":  # they do not: one token at 10, the rest near 5 (tied in pairs)
-        x = 5 + (torch.rand(batch, vocab, generator=g) * 8).round() / 16
+    if kind == "heavy-tail":  # they do not, and most of the row is needed: one token at 10, the rest
+        x = 5 + (torch.rand(batch, vocab, generator=g) * 8).round() / 16  # near 5 (tied in pairs)
         x[:, 7] = 10.0
         return x
-    if kind == "masked":  # -inf entries and a flat top
+    if kind == "three-level":  # they do not (for p > ~0.7), a fifth of the row does: one token at 10,
+        x = torch.full((batch, vocab), -2.0)  # 200 near 4 (some tied), the rest at -2
+        x[:, 100:300] = 4 + (torch.rand(batch, 200, generator=g) * 8).round() / 16
+        x[:, 500] = 10.0
+        return x
+    if kind == "masked":  # -inf entries and a flat top (most of the row within 5 nats)
         x = (torch.randn(batch, vocab, generator=g) * 0.3).round(decimals=1)
         x[:, ::3] = float("-inf")
         return x
@@ -509,10 +514,11 @@ def heavy_path_rows(kind, batch, vocab, g):
 
 
 @pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
-@pytest.mark.parametrize("kind", ["peaked", "heavy-tail", "masked", "all-tied"])
+@pytest.mark.parametrize("kind", ["peaked", "heavy-tail", "three-level", "masked", "all-tied"])
 def test_cpp_top_p_candidates_same_tokens_as_reference(kind, isa, monkeypatch):
-    """Top-p without top-k searches only the most probable tokens; on rows where that set is a few
-    tokens, most of the row, or every token, every ISA's path draws the reference's tokens."""
+    """Top-p without top-k searches only the most probable tokens when they are few; on rows where
+    that set is a few tokens, a fifth of the row, most of it or all of it, every ISA's path draws the
+    reference's tokens."""
     if not supported_cpu_isas()[isa]:
         pytest.skip(f"this CPU cannot run P2S_CPU_ISA={isa}")
     monkeypatch.setenv("P2S_CPU_ISA", isa)

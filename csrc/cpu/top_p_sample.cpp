@@ -155,6 +155,21 @@ void weigh_and_bucket(bool avx512, const float* x, int64_t n, float temperature,
                                                                 last_regular, tail, fixed, bucket);
 }
 
+// bucket[i] alone, as weigh_and_bucket computes it, for a row whose weights are already in place.
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+void bucket_tokens(const float* x, int64_t n, float temperature, float max_s, float range, float inv_width,
+                   int last_regular, int tail, uint16_t* bucket) {
+  const bool unit = temperature == 1.f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float gap = max_s - (unit ? x[i] + 0.f : tempered(x[i], temperature));
+    const float scaled = gap * inv_width;
+    int b = static_cast<int>(scaled < static_cast<float>(last_regular) ? scaled
+                                                                       : static_cast<float>(last_regular));
+    b = gap <= range ? b : tail;
+    bucket[i] = static_cast<uint16_t>(b);
+  }
+}
+
 // fixed[i] = to_fixed(exp(s_i - max_s)); returns their sum (the row's total mass) and, in
 // `near_mass`, the mass of the tokens with s >= near. No buckets: the top-p fast path buckets only
 // the tokens that can hold its threshold.
@@ -188,8 +203,33 @@ uint64_t weigh_and_total_generic(const float* x, int64_t n, float temperature, f
   return weigh_and_total_body<false>(x, n, temperature, max_s, near, fixed, near_mass);
 }
 
+// How many tokens have s >= near (a comparison and a popcount per 16 tokens: cheap next to gathering
+// them, so a large set is never gathered).
+__attribute__((target("arch=x86-64-v4")))
+int64_t count_near_avx512(const float* x, int64_t n, float temperature, float near) {
+  const bool unit = temperature == 1.f;
+  const __m512 threshold = _mm512_set1_ps(near), divisor = _mm512_set1_ps(temperature);
+  const __m512 zero = _mm512_setzero_ps();
+  int64_t count = 0, i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 v = _mm512_loadu_ps(x + i);
+    v = _mm512_add_ps(unit ? v : _mm512_div_ps(v, divisor), zero);
+    count += __builtin_popcount(_mm512_cmp_ps_mask(v, threshold, _CMP_GE_OQ));
+  }
+  for (; i < n; ++i) count += tempered(x[i], temperature) >= near;
+  return count;
+}
+
+__attribute__((target_clones("avx2", "default")))
+int64_t count_near_generic(const float* x, int64_t n, float temperature, float near) {
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; ++i) count += tempered(x[i], temperature) >= near;
+  return count;
+}
+
 // The heavy tokens, in index order, into index / s (tempered logit) / weight (each with room for n
-// entries); returns how many. Two definitions, both upper sets in s: s >= near, or weight >= at_least.
+// entries); returns how many, or stops at more than `cap`. Two definitions, both upper sets in s:
+// s >= near, or weight >= at_least.
 void push_heavy(int64_t i, float s_i, uint64_t weight_i, int32_t* index, float* s, uint64_t* weight, int64_t& m) {
   index[m] = static_cast<int32_t>(i);
   s[m] = s_i;
@@ -200,12 +240,12 @@ void push_heavy(int64_t i, float s_i, uint64_t weight_i, int32_t* index, float* 
 // taken; AVX-512's compress instructions are slower here on Zen 4).
 __attribute__((target("arch=x86-64-v4")))
 int64_t tokens_near_avx512(const float* x, int64_t n, float temperature, float near, const uint64_t* fixed,
-                           int32_t* index, float* s, uint64_t* weight) {
+                           int64_t cap, int32_t* index, float* s, uint64_t* weight) {
   const bool unit = temperature == 1.f;
   const __m512 threshold = _mm512_set1_ps(near), divisor = _mm512_set1_ps(temperature);
   const __m512 zero = _mm512_setzero_ps();
   int64_t m = 0, i = 0;
-  for (; i + 16 <= n; i += 16) {
+  for (; i + 16 <= n && m <= cap; i += 16) {
     __m512 v = _mm512_loadu_ps(x + i);
     v = _mm512_add_ps(unit ? v : _mm512_div_ps(v, divisor), zero);  // tempered(): x / t + 0
     for (uint32_t hits = _mm512_cmp_ps_mask(v, threshold, _CMP_GE_OQ); hits != 0; hits &= hits - 1) {
@@ -213,7 +253,7 @@ int64_t tokens_near_avx512(const float* x, int64_t n, float temperature, float n
       push_heavy(j, tempered(x[j], temperature), fixed[j], index, s, weight, m);
     }
   }
-  for (; i < n; ++i) {
+  for (; i < n && m <= cap; ++i) {
     const float s_i = tempered(x[i], temperature);
     if (s_i >= near) push_heavy(i, s_i, fixed[i], index, s, weight, m);
   }
@@ -221,9 +261,9 @@ int64_t tokens_near_avx512(const float* x, int64_t n, float temperature, float n
 }
 
 int64_t tokens_near_generic(const float* x, int64_t n, float temperature, float near, const uint64_t* fixed,
-                            int32_t* index, float* s, uint64_t* weight) {
+                            int64_t cap, int32_t* index, float* s, uint64_t* weight) {
   int64_t m = 0;
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < n && m <= cap; ++i) {
     const float s_i = tempered(x[i], temperature);
     if (s_i >= near) push_heavy(i, s_i, fixed[i], index, s, weight, m);
   }
@@ -234,7 +274,7 @@ int64_t tokens_near_generic(const float* x, int64_t n, float temperature, float 
 // index array needs room for n + 16), then their logits and weights gathered.
 __attribute__((target("arch=x86-64-v4")))
 int64_t tokens_weighing_avx512(const float* x, int64_t n, float temperature, const uint64_t* fixed,
-                               uint64_t at_least, int32_t* index, float* s, uint64_t* weight) {
+                               uint64_t at_least, int64_t cap, int32_t* index, float* s, uint64_t* weight) {
   const __m512i floor = _mm512_set1_epi64(static_cast<long long>(at_least));
   const __m512i sixteen = _mm512_set1_epi32(16);
   __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -250,6 +290,7 @@ int64_t tokens_weighing_avx512(const float* x, int64_t n, float temperature, con
     index[m] = static_cast<int32_t>(i);
     m += fixed[i] >= at_least;
   }
+  if (m > cap) return m;
   for (int64_t j = 0; j < m; ++j) {
     s[j] = tempered(x[index[j]], temperature);
     weight[j] = fixed[index[j]];
@@ -259,7 +300,7 @@ int64_t tokens_weighing_avx512(const float* x, int64_t n, float temperature, con
 
 // weight >= at_least: possibly many tokens; branch-free (a token is written, then kept or overwritten).
 int64_t tokens_weighing(const float* x, int64_t n, float temperature, const uint64_t* fixed, uint64_t at_least,
-                        int32_t* index, float* s, uint64_t* weight) {
+                        int64_t /*cap*/, int32_t* index, float* s, uint64_t* weight) {
   int64_t m = 0;
   for (int64_t i = 0; i < n; ++i) {
     index[m] = static_cast<int32_t>(i);
@@ -444,17 +485,20 @@ int64_t draw(const float* x, int64_t n, const RowSettings& cfg, const Scratch& s
   TORCH_CHECK(false, "top_p_sample: internal error, the draw ran past the kept mass");
 }
 
-// The general path: every token bucketed by its gap below max_s (top-k, then top-p, then the draw).
-// Returns the row's total mass.
-uint64_t sample_bucketed(const float* x, int64_t n, const RowSettings& cfg, float max_s, float min_s,
+// The general path: every token bucketed by its gap below max_s (top-k, then top-p, then the draw);
+// `weighed`: scratch.fixed holds the weights already. Returns the row's total mass.
+uint64_t sample_bucketed(const float* x, int64_t n, const RowSettings& cfg, float max_s, float min_s, bool weighed,
                          Scratch& scratch, int64_t& id) {
   const int regular = static_cast<int>(std::clamp<int64_t>(int64_t(1) << (64 - __builtin_clzll(n / 16 + 1)),
                                                            64, 2048));
   const int buckets = regular + 1;  // + the massless tail
   const float range = std::min(max_s - min_s, kMasslessGap);
   const float inv_width = range > 0 ? static_cast<float>(regular) / range : 0.f;
-  weigh_and_bucket(cfg.avx512, x, n, cfg.temperature, max_s, kMasslessGap, inv_width, regular - 1, regular,
-                   scratch.fixed.data(), scratch.bucket.data());
+  if (weighed)
+    bucket_tokens(x, n, cfg.temperature, max_s, kMasslessGap, inv_width, regular - 1, regular, scratch.bucket.data());
+  else
+    weigh_and_bucket(cfg.avx512, x, n, cfg.temperature, max_s, kMasslessGap, inv_width, regular - 1, regular,
+                     scratch.fixed.data(), scratch.bucket.data());
 
   const bool top_k = cfg.top_k > 0 && cfg.top_k < n;
   histogram(n, buckets, top_k, scratch);
@@ -475,8 +519,10 @@ uint64_t sample_bucketed(const float* x, int64_t n, const RowSettings& cfg, floa
 // strictly above it and both rules drop it: the threshold, and the draw, lie inside H, and only H is
 // bucketed and searched. H is the tokens within kNearGap of the maximum when they hold that mass
 // (peaked rows: a few tokens), else those weighing at least (1 - p) * total / n (the lighter ones
-// weigh less than (1 - p) * total together). Returns false, deciding nothing, when neither holds
-// that mass (rounding at the margin); the caller then buckets every token.
+// weigh less than (1 - p) * total together). Only for rows with at most a quarter of their tokens
+// near the maximum. Returns false, deciding nothing, when the second set is more than a quarter of
+// the row (bucketing every token is then cheaper) or does not hold the mass (rounding at the
+// margin); the caller then buckets every token.
 bool sample_heavy(const float* x, int64_t n, const RowSettings& cfg, float max_s, float near, uint64_t total,
                   uint64_t near_mass, const Scratch& scratch, Scratch& heavy, int64_t& id) {
   const double target = mass_target(cfg.top_p, total);
@@ -491,16 +537,18 @@ bool sample_heavy(const float* x, int64_t n, const RowSettings& cfg, float max_s
   int32_t* index = heavy.heavy_index.data();
   float* s = heavy.heavy_s.data();
   uint64_t* weight = heavy.fixed.data();
+  const int64_t cap = n / 4;
   int64_t m = 0;
-  if (static_cast<double>(near_mass) > target) {
+  if (static_cast<double>(near_mass) > target) {  // the caller counted them: at most a quarter of the row
     m = (cfg.avx512 ? tokens_near_avx512 : tokens_near_generic)(x, n, cfg.temperature, near, scratch.fixed.data(),
-                                                                index, s, weight);
+                                                                cap, index, s, weight);
   } else {
     const uint64_t at_least = std::max<uint64_t>(
         1, static_cast<uint64_t>((1.0 - static_cast<double>(cfg.top_p)) * static_cast<double>(total) /
                                  static_cast<double>(n)));
     m = (cfg.avx512 ? tokens_weighing_avx512 : tokens_weighing)(x, n, cfg.temperature, scratch.fixed.data(),
-                                                                at_least, index, s, weight);
+                                                                at_least, cap, index, s, weight);
+    if (m > cap) return false;
     uint64_t heavy_mass = 0;
     for (int64_t j = 0; j < m; ++j) heavy_mass += weight[j];
     if (!(static_cast<double>(heavy_mass) > target)) return false;
@@ -543,16 +591,18 @@ void sample_row(const float* x, int64_t n, int64_t row, const RowSettings& cfg, 
                 " overflows float32");
     const float min_s = tempered(stats.min_finite, cfg.temperature);
     uint64_t total = 0;
-    const bool top_k = cfg.top_k > 0 && cfg.top_k < n;
-    bool decided = false;
-    if (!top_k && cfg.top_p < 1.f) {
-      const float near = max_s - kNearGap;
+    const bool top_p_alone = !(cfg.top_k > 0 && cfg.top_k < n) && cfg.top_p < 1.f;
+    bool weighed = false, decided = false;
+    const float near = max_s - kNearGap;
+    // rows with more than a quarter of their tokens near the maximum (flat rows) bucket every token
+    if (top_p_alone && (cfg.avx512 ? count_near_avx512 : count_near_generic)(x, n, cfg.temperature, near) <= n / 4) {
+      weighed = true;
       uint64_t near_mass = 0;
       total = (cfg.avx512 ? weigh_and_total_avx512 : weigh_and_total_generic)(x, n, cfg.temperature, max_s, near,
                                                                              scratch.fixed.data(), near_mass);
       decided = sample_heavy(x, n, cfg, max_s, near, total, near_mass, scratch, heavy, id);
     }
-    if (!decided) total = sample_bucketed(x, n, cfg, max_s, min_s, scratch, id);
+    if (!decided) total = sample_bucketed(x, n, cfg, max_s, min_s, weighed, scratch, id);
 
     if (cfg.want_logprob)
       log_normaliser = cfg.temperature == 1.f ? std::log(static_cast<double>(total) / kFixedOne)
