@@ -485,12 +485,19 @@ int64_t draw(const float* x, int64_t n, const RowSettings& cfg, const Scratch& s
   TORCH_CHECK(false, "top_p_sample: internal error, the draw ran past the kept mass");
 }
 
+// Regular (equal-width) buckets for n tokens: ~16 tokens per bucket, a power of two in [64, 2048].
+constexpr int kMaxRegularBuckets = 2048;
+constexpr int kMaxBuckets = kMaxRegularBuckets + 1;  // + the massless tail
+int regular_buckets(int64_t n) {
+  return static_cast<int>(
+      std::clamp<int64_t>(int64_t(1) << (64 - __builtin_clzll(n / 16 + 1)), 64, kMaxRegularBuckets));
+}
+
 // The general path: every token bucketed by its gap below max_s (top-k, then top-p, then the draw);
 // `weighed`: scratch.fixed holds the weights already. Returns the row's total mass.
 uint64_t sample_bucketed(const float* x, int64_t n, const RowSettings& cfg, float max_s, float min_s, bool weighed,
                          Scratch& scratch, int64_t& id) {
-  const int regular = static_cast<int>(std::clamp<int64_t>(int64_t(1) << (64 - __builtin_clzll(n / 16 + 1)),
-                                                           64, 2048));
+  const int regular = regular_buckets(n);
   const int buckets = regular + 1;  // + the massless tail
   const float range = std::min(max_s - min_s, kMasslessGap);
   const float inv_width = range > 0 ? static_cast<float>(regular) / range : 0.f;
@@ -531,8 +538,8 @@ bool sample_heavy(const float* x, int64_t n, const RowSettings& cfg, float max_s
     heavy.heavy_s.resize(n);
     heavy.fixed.resize(n);
     heavy.bucket.resize(n);
-    heavy.count.resize(2049);
-    heavy.mass.resize(2 * 2049);
+    heavy.count.resize(kMaxBuckets);
+    heavy.mass.resize(2 * kMaxBuckets);
   }
   int32_t* index = heavy.heavy_index.data();
   float* s = heavy.heavy_s.data();
@@ -556,8 +563,7 @@ bool sample_heavy(const float* x, int64_t n, const RowSettings& cfg, float max_s
   float min_s = max_s;
   for (int64_t j = 0; j < m; ++j) min_s = s[j] < min_s ? s[j] : min_s;
 
-  const int regular = static_cast<int>(std::clamp<int64_t>(int64_t(1) << (64 - __builtin_clzll(m / 16 + 1)),
-                                                           64, 2048));
+  const int regular = regular_buckets(m);
   const float range = max_s - min_s;
   const float inv_width = range > 0 ? static_cast<float>(regular) / range : 0.f;
   const float last_regular = static_cast<float>(regular - 1);
@@ -660,8 +666,8 @@ std::tuple<at::Tensor, at::Tensor> top_p_sample_rows(const at::Tensor& logits, R
       if (scratch.fixed.size() < static_cast<size_t>(vocab)) {
         scratch.fixed.resize(vocab);
         scratch.bucket.resize(vocab);
-        scratch.count.resize(2049);
-        scratch.mass.resize(2 * 2049);
+        scratch.count.resize(kMaxBuckets);
+        scratch.mass.resize(2 * kMaxBuckets);
       }
       if (dtype != at::kFloat && scratch.x.size() < static_cast<size_t>(vocab)) scratch.x.resize(vocab);
       for (int64_t b = begin; b < end; ++b) {
