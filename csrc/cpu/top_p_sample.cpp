@@ -114,8 +114,16 @@ inline uint64_t to_fixed_split(float w) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(high)) << 20) + static_cast<uint32_t>(low);
 }
 
-// fixed[i] = to_fixed(exp(s_i - max_s)), bucket[i] = floor((max_s - s_i) * inv_width), or `tail`
-// beyond `range`.
+// The bucket of a token `gap` nats below the maximum: floor(gap * inv_width) up to last_regular, or
+// `tail` beyond `range`. Branch-free, so the loops calling it vectorise.
+inline __attribute__((always_inline)) uint16_t bucket_of(float gap, float range, float inv_width, int last_regular,
+                                                         int tail) {
+  const float scaled = gap * inv_width;
+  const int b = static_cast<int>(scaled < static_cast<float>(last_regular) ? scaled : static_cast<float>(last_regular));
+  return static_cast<uint16_t>(gap <= range ? b : tail);
+}
+
+// fixed[i] = to_fixed(exp(s_i - max_s)), bucket[i] = bucket_of(max_s - s_i).
 template <bool kInt64Convert>
 inline __attribute__((always_inline)) void weigh_and_bucket_body(const float* x, int64_t n, float temperature,
                                                                  float max_s, float range, float inv_width,
@@ -128,11 +136,7 @@ inline __attribute__((always_inline)) void weigh_and_bucket_body(const float* x,
     const float w = exp_nonpositive(s - max_s);
     const uint64_t f = kInt64Convert ? to_fixed(w) : to_fixed_split(w);
     fixed[i] = f;
-    const float scaled = gap * inv_width;
-    int b = static_cast<int>(scaled < static_cast<float>(last_regular) ? scaled
-                                                                       : static_cast<float>(last_regular));
-    b = gap <= range ? b : tail;
-    bucket[i] = static_cast<uint16_t>(b);
+    bucket[i] = bucket_of(gap, range, inv_width, last_regular, tail);
   }
 }
 
@@ -162,11 +166,7 @@ void bucket_tokens(const float* x, int64_t n, float temperature, float max_s, fl
   const bool unit = temperature == 1.f;
   for (int64_t i = 0; i < n; ++i) {
     const float gap = max_s - (unit ? x[i] + 0.f : tempered(x[i], temperature));
-    const float scaled = gap * inv_width;
-    int b = static_cast<int>(scaled < static_cast<float>(last_regular) ? scaled
-                                                                       : static_cast<float>(last_regular));
-    b = gap <= range ? b : tail;
-    bucket[i] = static_cast<uint16_t>(b);
+    bucket[i] = bucket_of(gap, range, inv_width, last_regular, tail);
   }
 }
 
@@ -228,8 +228,8 @@ int64_t count_near_generic(const float* x, int64_t n, float temperature, float n
 }
 
 // The heavy tokens, in index order, into index / s (tempered logit) / weight (each with room for n
-// entries); returns how many, or stops at more than `cap`. Two definitions, both upper sets in s:
-// s >= near, or weight >= at_least.
+// entries); returns how many (tokens_weighing_avx512 stops before gathering more than `cap`). Two
+// definitions, both upper sets in s: s >= near, or weight >= at_least.
 void push_heavy(int64_t i, float s_i, uint64_t weight_i, int32_t* index, float* s, uint64_t* weight, int64_t& m) {
   index[m] = static_cast<int32_t>(i);
   s[m] = s_i;
@@ -240,12 +240,12 @@ void push_heavy(int64_t i, float s_i, uint64_t weight_i, int32_t* index, float* 
 // taken; AVX-512's compress instructions are slower here on Zen 4).
 __attribute__((target("arch=x86-64-v4")))
 int64_t tokens_near_avx512(const float* x, int64_t n, float temperature, float near, const uint64_t* fixed,
-                           int64_t cap, int32_t* index, float* s, uint64_t* weight) {
+                           int32_t* index, float* s, uint64_t* weight) {
   const bool unit = temperature == 1.f;
   const __m512 threshold = _mm512_set1_ps(near), divisor = _mm512_set1_ps(temperature);
   const __m512 zero = _mm512_setzero_ps();
   int64_t m = 0, i = 0;
-  for (; i + 16 <= n && m <= cap; i += 16) {
+  for (; i + 16 <= n; i += 16) {
     __m512 v = _mm512_loadu_ps(x + i);
     v = _mm512_add_ps(unit ? v : _mm512_div_ps(v, divisor), zero);  // tempered(): x / t + 0
     for (uint32_t hits = _mm512_cmp_ps_mask(v, threshold, _CMP_GE_OQ); hits != 0; hits &= hits - 1) {
@@ -253,7 +253,7 @@ int64_t tokens_near_avx512(const float* x, int64_t n, float temperature, float n
       push_heavy(j, tempered(x[j], temperature), fixed[j], index, s, weight, m);
     }
   }
-  for (; i < n && m <= cap; ++i) {
+  for (; i < n; ++i) {
     const float s_i = tempered(x[i], temperature);
     if (s_i >= near) push_heavy(i, s_i, fixed[i], index, s, weight, m);
   }
@@ -261,9 +261,9 @@ int64_t tokens_near_avx512(const float* x, int64_t n, float temperature, float n
 }
 
 int64_t tokens_near_generic(const float* x, int64_t n, float temperature, float near, const uint64_t* fixed,
-                            int64_t cap, int32_t* index, float* s, uint64_t* weight) {
+                            int32_t* index, float* s, uint64_t* weight) {
   int64_t m = 0;
-  for (int64_t i = 0; i < n && m <= cap; ++i) {
+  for (int64_t i = 0; i < n; ++i) {
     const float s_i = tempered(x[i], temperature);
     if (s_i >= near) push_heavy(i, s_i, fixed[i], index, s, weight, m);
   }
@@ -548,7 +548,7 @@ bool sample_heavy(const float* x, int64_t n, const RowSettings& cfg, float max_s
   int64_t m = 0;
   if (static_cast<double>(near_mass) > target) {  // the caller counted them: at most a quarter of the row
     m = (cfg.avx512 ? tokens_near_avx512 : tokens_near_generic)(x, n, cfg.temperature, near, scratch.fixed.data(),
-                                                                cap, index, s, weight);
+                                                                index, s, weight);
   } else {
     const uint64_t at_least = std::max<uint64_t>(
         1, static_cast<uint64_t>((1.0 - static_cast<double>(cfg.top_p)) * static_cast<double>(total) /
@@ -566,11 +566,7 @@ bool sample_heavy(const float* x, int64_t n, const RowSettings& cfg, float max_s
   const int regular = regular_buckets(m);
   const float range = max_s - min_s;
   const float inv_width = range > 0 ? static_cast<float>(regular) / range : 0.f;
-  const float last_regular = static_cast<float>(regular - 1);
-  for (int64_t j = 0; j < m; ++j) {
-    const float scaled = (max_s - s[j]) * inv_width;
-    heavy.bucket[j] = static_cast<uint16_t>(static_cast<int>(scaled < last_regular ? scaled : last_regular));
-  }
+  for (int64_t j = 0; j < m; ++j) heavy.bucket[j] = bucket_of(max_s - s[j], range, inv_width, regular - 1, regular);
   const int buckets = regular + 1;  // the tail stays empty: every heavy token is within `range`
   histogram(m, buckets, false, heavy);
   RowSettings tempered_already = cfg;  // s is tempered: tempered(s, 1) == s
