@@ -16,6 +16,15 @@ bool cpu_supports(CpuIsa isa) {
   return isa == CpuIsa::kBaseline;
 }
 
+bool cpu_supports_avx512_bf16() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("x86-64-v4") && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
 CpuIsa selected_cpu_isa(const char* op) {
   static const CpuIsa best = cpu_supports(CpuIsa::kAvx512) ? CpuIsa::kAvx512
                              : cpu_supports(CpuIsa::kAvx2) ? CpuIsa::kAvx2

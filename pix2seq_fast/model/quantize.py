@@ -18,7 +18,8 @@ cross-attention K/V are kept in bf16 by default (``cross_kv_dtype``). The token 
 output projection holds its own low-precision copy).
 
 :func:`quantize_encoder` runs the whole image encoder in bfloat16 (weights, activations, its
-LayerNorms and attention; images cast on the way in, features back to fp32 on the way out). The
+LayerNorms and attention; images cast on the way in, features back to fp32 on the way out; on an
+AVX512-BF16 CPU without AMX its self-attention takes the fused ``encoder_attention`` kernel). The
 encoder is compute-bound (ViT-B at 640 px: ~370 GFLOP per image), so it is meant for CPUs that
 multiply bf16 natively — AMX or AVX512-BF16 (:func:`native_bf16`; on the project's Intel VM a
 ViT-B encode took 0.35 s against 1.21 s in fp32 at two threads). Elsewhere it still runs, on
@@ -160,27 +161,75 @@ def native_bf16() -> bool:
     return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
 
 
+class FusedSelfAttention(nn.Module):
+    """A timm ``Attention`` (no q/k norm, no gate) whose bf16 CPU inference runs the fused
+    :func:`~pix2seq_fast.ops.encoder_attention.encoder_attention` kernel on its QKV projection
+    (no permute copies, ~2× PyTorch's CPU flash attention on AVX512-BF16 without AMX: README
+    Benchmarks); anything else (other devices or dtypes, gradients, a mask) takes the wrapped
+    module's own forward. ``forward(x[B, N, C]) -> [B, N, C]``."""
+
+    def __init__(self, attention: nn.Module):
+        super().__init__()
+        self.inner = attention
+        self.train(attention.training)
+
+    @staticmethod
+    def applies_to(attention: nn.Module) -> bool:
+        from timm.models.vision_transformer import Attention  # noqa: PLC0415
+
+        from pix2seq_fast.ops.encoder_attention import FAST_HEAD_DIMS  # noqa: PLC0415
+
+        return (type(attention) is Attention and isinstance(attention.q_norm, nn.Identity)
+                and isinstance(attention.k_norm, nn.Identity) and isinstance(attention.norm, nn.Identity)
+                and getattr(attention, "gate", None) is None and attention.head_dim in FAST_HEAD_DIMS)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False,
+                **kwargs) -> torch.Tensor:
+        fused = (x.device.type == "cpu" and x.dtype == torch.bfloat16 and attn_mask is None and not is_causal
+                 and not kwargs and not (torch.is_grad_enabled() and x.requires_grad) and not self.training)
+        if not fused:
+            return self.inner(x, attn_mask=attn_mask, is_causal=is_causal, **kwargs)
+        from pix2seq_fast.ops.encoder_attention import encoder_attention  # noqa: PLC0415
+
+        att = self.inner
+        out = encoder_attention(att.qkv(x), att.num_heads, att.scale, backend="cpp")
+        return att.proj_drop(att.proj(out))
+
+
 class LowPrecisionEncoder(nn.Module):
-    """``encoder`` with its weights in bfloat16, run on bf16 activations end to end.
+    """``encoder`` with its weights in bfloat16, run on bf16 activations end to end; with
+    ``fused_attention`` its ViT self-attention layers become :class:`FusedSelfAttention`.
 
     ``forward(images[B, 3, H, W] fp32) -> features`` fp32, shaped as the wrapped encoder's."""
 
-    def __init__(self, encoder: nn.Module):
+    def __init__(self, encoder: nn.Module, fused_attention: bool = False):
         super().__init__()
         self.inner = encoder.to(torch.bfloat16)
+        if fused_attention:
+            for parent in list(self.inner.modules()):
+                for name, child in list(parent.named_children()):
+                    if FusedSelfAttention.applies_to(child):
+                        setattr(parent, name, FusedSelfAttention(child))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.inner(images.to(torch.bfloat16)).float()
 
 
-def quantize_encoder(model, dtype: str = "bf16"):
+def quantize_encoder(model, dtype: str = "bf16", fused_attention: bool | None = None):
     """Replace (in place) ``model.encoder`` by a :class:`LowPrecisionEncoder` of ``dtype`` (``"bf16"``).
-    Returns ``model``. For inference; the projection and decoder are untouched (see
-    :func:`quantize_decoder` for those)."""
+    ``fused_attention`` (default: where it is the faster choice, i.e. an AVX512-BF16 CPU without AMX,
+    :func:`~pix2seq_fast.ops.encoder_attention.fast_encoder_attention_available`) runs its
+    self-attention through the fused CPU kernel. Returns ``model``. For inference; the projection and
+    decoder are untouched (see :func:`quantize_decoder` for those)."""
     if dtype not in ENCODER_DTYPES:
         raise ValueError(f"quantize_encoder: dtype must be one of {ENCODER_DTYPES}, got {dtype!r}")
+    if fused_attention not in (None, True, False):
+        raise ValueError(f"quantize_encoder: fused_attention must be None, True or False, got {fused_attention!r}")
     if isinstance(model.encoder, LowPrecisionEncoder):
         raise ValueError("quantize_encoder: the model's encoder is already in bf16")
-    model.encoder = LowPrecisionEncoder(model.encoder)
-    return model
+    if fused_attention is None:
+        from pix2seq_fast.ops.encoder_attention import fast_encoder_attention_available  # noqa: PLC0415
 
+        fused_attention = fast_encoder_attention_available()
+    model.encoder = LowPrecisionEncoder(model.encoder, fused_attention)
+    return model
