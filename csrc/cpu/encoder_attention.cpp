@@ -29,6 +29,7 @@
 #include <limits>
 #include <vector>
 
+#include "bf16_bits.h"
 #include "cpu_isa.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -38,19 +39,11 @@
 
 namespace {
 
+using p2s::bf16_to_float;
+using p2s::float_to_bf16;
+
 constexpr int64_t kKeyTile = 32;    // keys per score tile: two 16-lane vectors
 constexpr int kQueryBlock = 8;      // queries whose score rows are held at once
-
-inline float bf16_to_float(uint16_t b) {
-  uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-inline uint16_t float_to_bf16(float f) {  // round to nearest even, as vcvtneps2bf16 does for finite f
-  return c10::BFloat16(f).x;
-}
 
 struct Shape {
   int64_t B, N, H, D;

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <optional>
 
+#include "bf16_bits.h"
 #include "cpu_isa.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -27,15 +28,10 @@
 
 namespace {
 
+using p2s::bf16_to_float;
+
 constexpr int kRowBlock = 4;  // weight rows per inner block
 constexpr int kBatchBlock = 4;
-
-inline float bf16_to_float(uint16_t b) {
-  uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
 
 inline float weight_value(uint16_t w) { return bf16_to_float(w); }
 inline float weight_value(int8_t w) { return static_cast<float>(w); }
