@@ -269,6 +269,8 @@ def test_quantize_encoder_arguments():
     model = create_model("tiny", enc_layers=1)
     with pytest.raises(ValueError, match="dtype must be"):
         quantize_encoder(model, "int8")
+    with pytest.raises(ValueError, match="fused_attention must be"):
+        quantize_encoder(model, fused_attention="yes")
     quantize_encoder(model)
     with pytest.raises(ValueError, match="already in bf16"):
         quantize_encoder(model)

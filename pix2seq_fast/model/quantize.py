@@ -223,7 +223,7 @@ def quantize_encoder(model, dtype: str = "bf16", fused_attention: bool | None = 
     decoder are untouched (see :func:`quantize_decoder` for those)."""
     if dtype not in ENCODER_DTYPES:
         raise ValueError(f"quantize_encoder: dtype must be one of {ENCODER_DTYPES}, got {dtype!r}")
-    if fused_attention not in (None, True, False):
+    if fused_attention is not None and not isinstance(fused_attention, bool):
         raise ValueError(f"quantize_encoder: fused_attention must be None, True or False, got {fused_attention!r}")
     if isinstance(model.encoder, LowPrecisionEncoder):
         raise ValueError("quantize_encoder: the model's encoder is already in bf16")
