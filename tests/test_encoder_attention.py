@@ -80,6 +80,23 @@ def test_extreme_softmax(q_gain):
         torch.testing.assert_close(out.float(), v.mean(1, keepdim=True).expand_as(v), rtol=0, atol=2e-2)
 
 
+@pytest.mark.parametrize("isa", ["baseline", "avx512"])
+@pytest.mark.parametrize("part, value", [("q", "nan"), ("k", "nan"), ("v", "nan"), ("k", "inf"), ("v", "inf")])
+def test_non_finite_rows_as_sdpa(part, value, isa, monkeypatch):
+    """A NaN or inf in one token's q, k or v makes exactly the rows non-finite that fp32 SDPA does."""
+    monkeypatch.setenv("P2S_CPU_ISA", isa)
+    if not supported_cpu_isas()[isa]:
+        pytest.skip(f"this CPU cannot run P2S_CPU_ISA={isa} (the refusal is tested above)")
+    qkv = make_qkv(1, 40, 1, 64, seed=6)
+    qkv[0, 5, {"q": 0, "k": 64, "v": 128}[part] + 3] = float(value)
+    out = native()(qkv, 1, 0.125).float()
+    expected = encoder_attention_ref(qkv.float(), 1, 0.125)
+    bad = ~torch.isfinite(expected).all(-1)
+    assert bad.any() and torch.equal(~torch.isfinite(out).all(-1), bad)
+    finite = ~bad
+    torch.testing.assert_close(out[finite], expected[finite], rtol=8e-3, atol=3e-2)
+
+
 def test_custom_scale_and_ref_backend():
     qkv = make_qkv(1, 40, 2, 32, seed=1)
     out = encoder_attention(qkv, 2, scale=0.3)

@@ -14,6 +14,9 @@
 // D channels at a time. Threads split (image, head, query block) tasks; each thread's tasks share
 // their image and head, so its packed K/V stay in its L2.
 //
+// Non-finite inputs: a query row that sees a NaN score or value, or an infinite maximum score, comes out
+// NaN (as fp32 SDPA's does).
+//
 // Paths: AVX512-BF16 for D in {16, 32, 64, 128}; a scalar path (same math, same roundings, in
 // order) for any other even D or a CPU without AVX512-BF16, or when P2S_CPU_ISA is below avx512.
 #include <ATen/Parallel.h>
@@ -107,7 +110,7 @@ P2S_EA_TARGET inline __m512i broadcast_pair(const uint16_t* p) {  // two bf16 ->
 // e^x for x <= 0 (scores minus their row maximum): x log2(e) = n + f with |f| <= 1/2, e^x = 2^n e^(f ln 2);
 // e^r by its degree-6 Taylor polynomial (|r| <= 0.347: relative error < 4e-7, far below bf16's 4e-3).
 P2S_EA_TARGET inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-1.0e4f));  // e^-1e4 == 0 in fp32; keeps n finite
+  x = _mm512_max_ps(_mm512_set1_ps(-1.0e4f), x);  // e^-1e4 == 0 in fp32; keeps n finite; NaN stays NaN
   const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
   const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 r = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(0.693147180559945309f));

@@ -11,8 +11,8 @@ Backends: ``ref`` (this file: SDPA in fp32 on the given values), ``cpp`` (bf16 o
 ``csrc/cpu/encoder_attention.cpp``: fp32 scores and softmax, probabilities rounded to bf16 before
 they multiply V, output rounded to bf16; AVX512-BF16 ``vdpbf16ps`` for D in {16, 32, 64, 128}, a
 scalar path otherwise or when ``P2S_CPU_ISA`` is below ``avx512``). ``auto`` takes ``cpp`` for
-bf16 CPU tensors when the extension is built, else ``ref``. Finite inputs only: the kernel takes
-the row maximum over scores it assumes finite.
+bf16 CPU tensors when the extension is built, else ``ref``. Non-finite inputs give NaN rows where
+fp32 SDPA gives them (a row that sees a NaN score or value, or a +inf maximum score).
 """
 from __future__ import annotations
 
