@@ -10,12 +10,11 @@ flops per image and head). No goal of its own: it is what the keypoints and dete
 ``bench_predict.py`` rest on. The kernel's vdpbf16ps path needs AVX512-BF16; elsewhere the scalar
 path is far slower and the bench skips, saying so.
 """
-import time
-
 import pytest
 import torch
 import torch.nn.functional as F
 
+from bench_lowp_linear import best_per_call
 from pix2seq_fast.ops.encoder_attention import encoder_attention, encoder_attention_ref
 
 HEADS, HEAD_DIM, TOKENS = 12, 64, 1600
@@ -32,16 +31,6 @@ def sdpa(qkv):
     return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, HEADS * HEAD_DIM)
 
 
-def best_of(fn, rounds=3):
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 @pytest.mark.parametrize("batch", BATCHES)
 def test_encoder_attention_cpu(benchmark, bench_threads, batch):
     qkv = torch.randn(batch, TOKENS, 3 * HEADS * HEAD_DIM, generator=torch.Generator().manual_seed(0))
@@ -53,7 +42,7 @@ def test_encoder_attention_cpu(benchmark, bench_threads, batch):
         fns = {"ours": lambda: encoder_attention(qkv_bf16, HEADS, backend="cpp"),
                "sdpa_bf16": lambda: sdpa(qkv_bf16), "sdpa_fp32": lambda: sdpa(qkv_fp32)}
         for impl, fn in fns.items():
-            RESULTS[(bench_threads, batch, impl)] = best_of(fn)
+            RESULTS[(bench_threads, batch, impl)] = best_per_call(fn, calls=1, rounds=3)
         benchmark.group = f"encoder_attention B {batch}, {bench_threads} threads"
         benchmark.pedantic(fns["ours"], rounds=2, iterations=1, warmup_rounds=0)
 

@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "bf16_bits.h"
@@ -227,10 +228,11 @@ P2S_EA_TARGET void run_avx512_bf16(const Shape& s, const uint16_t* qkv, float sc
   constexpr int QG = DV >= 8 ? 2 : DV >= 4 ? 4 : 8;  // QG x DV accumulators + DV loads fit 32 registers
   const int64_t npad = (s.N + kKeyTile - 1) / kKeyTile * kKeyTile;
   const int64_t heads = s.B * s.H;
-  std::vector<uint16_t> packed(static_cast<size_t>(heads) * 2 * npad * s.D);
+  // left uninitialised here: pack_kv zeroes each head's part in the threads
+  std::unique_ptr<uint16_t[]> packed(new uint16_t[static_cast<size_t>(heads) * 2 * npad * s.D]);
   at::parallel_for(0, heads, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t bh = t0; bh < t1; ++bh) {
-      uint16_t* kp = packed.data() + bh * 2 * npad * s.D;
+      uint16_t* kp = packed.get() + bh * 2 * npad * s.D;
       pack_kv(s, qkv, bh / s.H, bh % s.H, npad, kp, kp + npad * s.D);
     }
   });
@@ -241,7 +243,7 @@ P2S_EA_TARGET void run_avx512_bf16(const Shape& s, const uint16_t* qkv, float sc
     std::vector<uint16_t> spill(kQueryBlock * s.D);  // output rows of the padding queries
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t bh = t / blocks, b = bh / s.H, h = bh % s.H, n0 = (t % blocks) * kQueryBlock;
-      const uint16_t* kp = packed.data() + bh * 2 * npad * s.D;
+      const uint16_t* kp = packed.get() + bh * 2 * npad * s.D;
       const uint16_t* q[kQueryBlock];
       uint16_t* o[kQueryBlock];
       const uint16_t* p[kQueryBlock];
