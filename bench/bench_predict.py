@@ -35,9 +35,9 @@ Cells ``task:batch:threads`` (``P2S_BENCH_PREDICT_CELLS``, ``all`` = the issue's
 at batch 1 and 8 images, one thread and all cores; the default is the subset that fits ~15 minutes
 here). One timed round per cell (a cell takes seconds to minutes); at batch 1 every system first runs
 one untimed warm-up round, since a system's first call at a new shape and thread count pays one-time
-costs (oneDNN's bf16 GEMM primitives, first-touch allocations: on the Zen 5 VM, in a one-off script, the fast keypoints call
-took 4.4 s the first time at two threads, 3.0-3.3 s after); batch-8 cells (a minute or more each) run
-cold. The last test prints the table (``pytest bench/bench_predict.py -s``).
+costs (oneDNN's bf16 GEMM primitives, first-touch allocations: on the Zen 5 VM, in a one-off script,
+the fast keypoints call took 4.4 s the first time at two threads, 3.0-3.3 s after); batch-8 cells
+(a minute or more each) run cold. The last test prints the table (``pytest bench/bench_predict.py -s``).
 """
 import copy
 import os
